@@ -1,0 +1,1 @@
+//! Whiteout-aware layer tarballs: safe apply, diff export, changes, diff size, exact original bytes.

@@ -1,0 +1,2 @@
+//! aufsctl: the command line over the aufs driver.
+fn main() {}

@@ -1,0 +1,1 @@
+//! A userspace union filesystem with aufs semantics (whiteouts, opaque dirs, copy-up), over FUSE.

@@ -1,0 +1,162 @@
+//! Layer ids: the names of `layers/<id>`, `diff/<id>` and `mnt/<id>`.
+
+use std::fmt;
+use std::str::FromStr;
+
+/// Longest accepted id: 255 (NAME_MAX) minus the 9 bytes of the `-removing`
+/// suffix that atomic removal appends to a layer's directories.
+pub const MAX_ID_LEN: usize = 246;
+
+/// Why a string is not a valid layer id.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IdError {
+    /// The id is the empty string.
+    #[error("invalid layer id: empty")]
+    Empty,
+    /// `.` and `..` would name the directories themselves or their parent.
+    #[error("invalid layer id {0:?}: `.` and `..` are not allowed")]
+    Dot(String),
+    /// A `/` would escape `layers/`, `diff/` or `mnt/`.
+    #[error("invalid layer id {0:?}: contains `/`")]
+    Slash(String),
+    /// NUL cannot appear in a path.
+    #[error("invalid layer id {0:?}: contains NUL")]
+    Nul(String),
+    /// Longer than [`MAX_ID_LEN`] bytes.
+    #[error("invalid layer id {id:?}: {len} bytes, at most {max} allowed", max = MAX_ID_LEN)]
+    TooLong {
+        /// The offending id, cut to a readable prefix.
+        id: String,
+        /// Its length in bytes.
+        len: usize,
+    },
+}
+
+/// A validated layer id: 1 to 246 bytes, not `.`/`..`, no `/` or NUL.
+///
+/// Real Docker ids (`<64 hex>` or `<64 hex>-init`) are valid, but any other
+/// name obeying the rules is too, as the Go driver accepts them.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct LayerId(String);
+
+impl LayerId {
+    /// Validates `s` as a layer id.
+    pub fn new(s: impl Into<String>) -> Result<Self, IdError> {
+        let s = s.into();
+        validate(&s)?;
+        Ok(LayerId(s))
+    }
+
+    /// The id as a string slice.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Consumes the id, returning the string.
+    pub fn into_string(self) -> String {
+        self.0
+    }
+}
+
+/// Checks the id rules without allocating.
+pub fn validate(s: &str) -> Result<(), IdError> {
+    if s.is_empty() {
+        return Err(IdError::Empty);
+    }
+    if s == "." || s == ".." {
+        return Err(IdError::Dot(s.to_owned()));
+    }
+    if s.contains('/') {
+        return Err(IdError::Slash(s.to_owned()));
+    }
+    if s.contains('\0') {
+        return Err(IdError::Nul(s.replace('\0', "\\0")));
+    }
+    if s.len() > MAX_ID_LEN {
+        let mut cut = 32;
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        return Err(IdError::TooLong {
+            id: format!("{}...", &s[..cut]),
+            len: s.len(),
+        });
+    }
+    Ok(())
+}
+
+impl FromStr for LayerId {
+    type Err = IdError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        LayerId::new(s)
+    }
+}
+
+impl TryFrom<&str> for LayerId {
+    type Error = IdError;
+    fn try_from(s: &str) -> Result<Self, Self::Error> {
+        LayerId::new(s)
+    }
+}
+
+impl TryFrom<String> for LayerId {
+    type Error = IdError;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        LayerId::new(s)
+    }
+}
+
+impl fmt::Display for LayerId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl AsRef<str> for LayerId {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn docker_ids_are_valid() {
+        let hex = "a".repeat(64);
+        assert!(LayerId::new(hex.clone()).is_ok());
+        assert!(LayerId::new(format!("{hex}-init")).is_ok());
+        assert!(LayerId::new("1").is_ok());
+        assert!(LayerId::new("...").is_ok());
+    }
+
+    #[test]
+    fn bad_ids_are_rejected_with_cause() {
+        assert_eq!(LayerId::new(""), Err(IdError::Empty));
+        assert!(matches!(LayerId::new("."), Err(IdError::Dot(_))));
+        assert!(matches!(LayerId::new(".."), Err(IdError::Dot(_))));
+        assert!(matches!(LayerId::new("a/b"), Err(IdError::Slash(_))));
+        assert!(matches!(LayerId::new("a\0b"), Err(IdError::Nul(_))));
+        let e = LayerId::new("x".repeat(247)).unwrap_err();
+        assert!(matches!(e, IdError::TooLong { len: 247, .. }));
+        assert!(e.to_string().contains("247 bytes"));
+        assert!(LayerId::new("x".repeat(246)).is_ok());
+    }
+
+    #[test]
+    fn too_long_multibyte_id_is_cut_on_char_boundary() {
+        let e = LayerId::new("é".repeat(200)).unwrap_err();
+        assert!(e.to_string().contains("400 bytes"));
+    }
+
+    proptest! {
+        #[test]
+        fn valid_iff_rules_hold(s in "\\PC{0,260}") {
+            let ok = !s.is_empty() && s != "." && s != ".." && !s.contains('/')
+                && !s.contains('\0') && s.len() <= MAX_ID_LEN;
+            prop_assert_eq!(LayerId::new(s.clone()).is_ok(), ok);
+        }
+    }
+}

@@ -1,0 +1,18 @@
+//! Pure logic of Docker's aufs storage layout, with no I/O.
+//!
+//! Everything here is a function of its inputs so it can be tested exhaustively
+//! (unit tests and proptests) and reused by every adapter:
+//! - [`id`]: validated layer ids ([`LayerId`]).
+//! - [`layers_file`]: the `layers/<id>` file format (parent chain, nearest first).
+//! - [`branch`]: the kernel aufs mount data (`br:` strings clipped to one page,
+//!   `append:` remounts for the rest).
+//! - [`whiteout`]: aufs whiteout and metadata names.
+
+pub mod branch;
+pub mod id;
+pub mod layers_file;
+pub mod whiteout;
+
+pub use branch::{MountPlan, MountPlanError, MountPlanOptions};
+pub use id::{IdError, LayerId};
+pub use layers_file::{LayersFileError, ParentChain};

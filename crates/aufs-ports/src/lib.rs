@@ -1,0 +1,42 @@
+//! The ports of the aufs driver: every effect it has on the system goes
+//! through one of these traits, so the whole driver runs against in-memory
+//! fakes (feature `fakes`) in tests, and against `aufs-linux` / `aufs-fuse`
+//! adapters for real.
+//!
+//! Errors are plain [`std::io::Error`]s: adapters keep the OS error code
+//! (`EBUSY`, `EEXIST`, `ENOSPC`, ...) so the driver can react to it exactly as
+//! the Go driver does, and fakes build the same errors with
+//! [`std::io::Error::from_raw_os_error`].
+
+mod backend;
+mod clock;
+mod fs;
+mod host;
+mod locks;
+mod mounter;
+
+pub use backend::{BackendKind, UnionBackend, UnionSpec};
+pub use clock::{Clock, SystemClock};
+pub use fs::{DirEntry, FileKind, Filesystem};
+pub use host::{Host, FS_MAGIC_AUFS, FS_MAGIC_BTRFS, FS_MAGIC_ECRYPTFS, FS_MAGIC_FUSE};
+pub use locks::{InProcessLocks, LayerLocks, LockGuard};
+pub use mounter::{MountFlags, MountRequest, Mounter, UnmountFlags};
+
+#[cfg(feature = "fakes")]
+pub mod fakes;
+
+#[cfg(feature = "mock")]
+pub use backend::MockUnionBackend;
+#[cfg(feature = "mock")]
+pub use clock::MockClock;
+#[cfg(feature = "mock")]
+pub use fs::MockFilesystem;
+#[cfg(feature = "mock")]
+pub use host::MockHost;
+#[cfg(feature = "mock")]
+pub use mounter::MockMounter;
+
+/// Builds the `io::Error` of an errno, as the fakes and adapters report them.
+pub fn errno(code: i32) -> std::io::Error {
+    std::io::Error::from_raw_os_error(code)
+}
