@@ -1,0 +1,1 @@
+//! The aufs union view over real branch directories.
