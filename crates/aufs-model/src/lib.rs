@@ -7,12 +7,17 @@
 //! - [`branch`]: the kernel aufs mount data (`br:` strings clipped to one page,
 //!   `append:` remounts for the rest).
 //! - [`whiteout`]: aufs whiteout and metadata names.
+//! - [`fs_magic`]: filesystem magics and Docker's names for them.
+//! - [`idmap`]: user-namespace id maps.
 
 pub mod branch;
+pub mod fs_magic;
 pub mod id;
+pub mod idmap;
 pub mod layers_file;
 pub mod whiteout;
 
 pub use branch::{MountPlan, MountPlanError, MountPlanOptions};
 pub use id::{IdError, LayerId};
+pub use idmap::{IdMap, IdMappings, UnmappedId};
 pub use layers_file::{LayersFileError, ParentChain};
