@@ -23,7 +23,8 @@ pub struct FakeHost {
     pub ids: (u32, u32),
     /// If set, loading a module adds this line to `filesystems`.
     pub module_adds: Option<String>,
-    loaded: Mutex<Vec<String>>,
+    /// Modules `load_module` was asked for.
+    pub loaded: Mutex<Vec<String>>,
 }
 
 impl Default for FakeHost {

@@ -1,0 +1,581 @@
+//! The driver: moby's `aufs.go` behaviour over the ports.
+
+use crate::error::{DriverError, Result};
+use crate::layout::Layout;
+use crate::refcount::{RefCounter, RefStore};
+use crate::support;
+use aufs_model::{fs_magic, IdMappings, LayerId, ParentChain};
+use aufs_ports::{BackendKind, FileKind, Filesystem, Host, LayerLocks, UnionBackend, UnionSpec};
+use camino::{Utf8Path, Utf8PathBuf};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+
+/// The adapters a driver runs on.
+#[derive(Debug, Clone)]
+pub struct Ports {
+    /// Files and directories.
+    pub fs: Arc<dyn Filesystem>,
+    /// Kernel and process facts.
+    pub host: Arc<dyn Host>,
+    /// How unions are mounted.
+    pub backend: Arc<dyn UnionBackend>,
+    /// Per-layer locks (in-process, or file locks shared by processes).
+    pub locks: Arc<dyn LayerLocks>,
+}
+
+/// What the driver is opened with.
+#[derive(Debug, Clone)]
+pub struct DriverConfig {
+    /// The driver's home (`/var/lib/docker/aufs`).
+    pub root: Utf8PathBuf,
+    /// User-namespace id maps; directories are owned by the mapped root.
+    pub id_maps: IdMappings,
+    /// Where mount reference counts live.
+    pub refs: RefStore,
+}
+
+impl DriverConfig {
+    /// A config with identity id maps and in-memory reference counts.
+    pub fn new(root: impl Into<Utf8PathBuf>) -> Self {
+        DriverConfig {
+            root: root.into(),
+            id_maps: IdMappings::default(),
+            refs: RefStore::InMemory,
+        }
+    }
+}
+
+/// Options of `create` (Docker's `CreateOpts`).
+#[derive(Debug, Clone, Default)]
+pub struct CreateOpts {
+    /// `--storage-opt` pairs; aufs accepts none.
+    pub storage_opt: BTreeMap<String, String>,
+}
+
+/// Driver status, as `docker info` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Status {
+    /// The root.
+    pub root_dir: Utf8PathBuf,
+    /// Docker's name of the backing filesystem.
+    pub backing_filesystem: String,
+    /// Number of layers.
+    pub dirs: usize,
+    /// Whether unions use `dirperm1`.
+    pub dirperm1_supported: bool,
+    /// `kernel` or `fuse`.
+    pub mount_backend: BackendKind,
+}
+
+impl Status {
+    /// The `Key: Value` pairs, in the Go driver's order plus the backend.
+    pub fn pairs(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("Root Dir", self.root_dir.to_string()),
+            ("Backing Filesystem", self.backing_filesystem.clone()),
+            ("Dirs", self.dirs.to_string()),
+            ("Dirperm1 Supported", self.dirperm1_supported.to_string()),
+            ("Mount Backend", self.mount_backend.to_string()),
+        ]
+    }
+}
+
+/// A layer and its direct parent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LayerInfo {
+    /// The layer.
+    pub id: LayerId,
+    /// Its direct parent.
+    pub parent: Option<LayerId>,
+}
+
+/// The aufs driver. Safe to share between threads: operations on one layer
+/// are serialised by its lock, operations on different layers run at once.
+#[derive(Debug)]
+pub struct Driver {
+    layout: Layout,
+    ports: Ports,
+    id_maps: IdMappings,
+    /// Owner of the directories the driver creates; `None` when not root
+    /// (the caller's own ids then).
+    owner: Option<(u32, u32)>,
+    backing_fs: String,
+    refs: RefCounter,
+    path_cache: Mutex<HashMap<LayerId, Utf8PathBuf>>,
+}
+
+const LAYER_DIR_MODE: u32 = 0o755;
+const ROOT_DIR_MODE: u32 = 0o700;
+const REMOVING_SUFFIX: &str = "-removing";
+
+impl Driver {
+    /// Opens (creating when missing) a driver root, as the Go `Init`: checks
+    /// the backend can work here, detects the backing filesystem, creates
+    /// `layers/`, `diff/`, `mnt/` (0700, owned by the mapped root) and removes
+    /// stale `*-removing` dirs left by an interrupted removal.
+    pub fn init(config: DriverConfig, ports: Ports) -> Result<Driver> {
+        let layout = Layout::new(config.root.clone());
+        let kind = ports.backend.kind();
+        if kind == BackendKind::Kernel {
+            support::check_kernel_aufs(ports.host.as_ref())?;
+        }
+        let magic =
+            support::backing_fs_magic(ports.host.as_ref(), ports.fs.as_ref(), layout.root())?;
+        support::check_backing_fs(kind, magic, layout.root())?;
+
+        let owner = if ports.host.effective_ids().0 == 0 {
+            Some(config.id_maps.root_pair()?)
+        } else {
+            None
+        };
+        let mut dirs = vec![
+            layout.root().to_owned(),
+            layout.mnt_root(),
+            layout.diff_root(),
+            layout.layers_dir(),
+        ];
+        if config.refs == RefStore::OnDisk {
+            dirs.push(layout.refs_dir());
+        }
+        for d in &dirs {
+            ports
+                .fs
+                .create_dir_all(d, ROOT_DIR_MODE, owner)
+                .map_err(DriverError::io("create dir", d.clone()))?;
+        }
+        let refs = RefCounter::new(config.refs, ports.fs.clone(), layout.refs_dir());
+        let driver = Driver {
+            layout,
+            ports,
+            id_maps: config.id_maps,
+            owner,
+            backing_fs: fs_magic::fs_display_name(magic).to_owned(),
+            refs,
+            path_cache: Mutex::default(),
+        };
+        driver.remove_stale_dirs();
+        tracing::debug!(storage_driver = "aufs", root = %driver.layout.root(), backend = %kind, "driver ready");
+        Ok(driver)
+    }
+
+    fn remove_stale_dirs(&self) {
+        for dir in [self.layout.mnt_root(), self.layout.diff_root()] {
+            let entries = match self.ports.fs.read_dir(&dir) {
+                Ok(e) => e,
+                Err(e) => {
+                    tracing::error!(storage_driver = "aufs", %dir, error = %e, "error reading dir entries");
+                    continue;
+                }
+            };
+            for e in entries {
+                if e.kind == FileKind::Dir && e.name.ends_with(REMOVING_SUFFIX) {
+                    let p = dir.join(&e.name);
+                    tracing::debug!(storage_driver = "aufs", dir = %p, "cleaning up stale layer dir");
+                    if let Err(err) = self.ports.fs.remove_all(&p) {
+                        tracing::error!(storage_driver = "aufs", dir = %p, error = %err, "error removing stale layer dir");
+                    }
+                }
+            }
+        }
+    }
+
+    /// The driver's name.
+    pub fn name(&self) -> &'static str {
+        "aufs"
+    }
+
+    /// The paths of the layout.
+    pub fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
+    /// The id maps the driver was opened with.
+    pub fn id_maps(&self) -> &IdMappings {
+        &self.id_maps
+    }
+
+    /// Root dir, backing filesystem, number of layers, dirperm1, backend.
+    pub fn status(&self) -> Result<Status> {
+        Ok(Status {
+            root_dir: self.layout.root().to_owned(),
+            backing_filesystem: self.backing_fs.clone(),
+            dirs: self.layer_ids()?.len(),
+            dirperm1_supported: self.ports.backend.dirperm1_supported(),
+            mount_backend: self.ports.backend.kind(),
+        })
+    }
+
+    /// True when `layers/<id>` exists.
+    pub fn exists(&self, id: &LayerId) -> bool {
+        matches!(
+            self.ports.fs.kind(&self.layout.layers_file(id)),
+            Ok(Some(_))
+        )
+    }
+
+    /// Every layer id (the files of `layers/`), sorted.
+    pub fn layer_ids(&self) -> Result<Vec<LayerId>> {
+        let dir = self.layout.layers_dir();
+        let mut ids: Vec<LayerId> = self
+            .ports
+            .fs
+            .read_dir(&dir)
+            .map_err(DriverError::io("read dir", dir))?
+            .into_iter()
+            .filter(|e| e.kind == FileKind::File)
+            .filter_map(|e| LayerId::new(e.name).ok())
+            .collect();
+        ids.sort();
+        Ok(ids)
+    }
+
+    /// Every layer with its direct parent, sorted by id.
+    pub fn list(&self) -> Result<Vec<LayerInfo>> {
+        self.layer_ids()?
+            .into_iter()
+            .map(|id| {
+                let parent = self.parent_chain(&id)?.parent().cloned();
+                Ok(LayerInfo { id, parent })
+            })
+            .collect()
+    }
+
+    /// The layer's ancestors, nearest first, from `layers/<id>`.
+    pub fn parent_chain(&self, id: &LayerId) -> Result<ParentChain> {
+        let path = self.layout.layers_file(id);
+        match self.ports.fs.read_to_string(&path) {
+            Ok(text) => Ok(ParentChain::parse(path.as_str(), &text)?),
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
+                Err(DriverError::NotFound(id.to_string()))
+            }
+            Err(e) => Err(DriverError::io("read", path)(e)),
+        }
+    }
+
+    /// The diff dirs of the layer's ancestors, nearest first.
+    pub fn parent_diff_dirs(&self, id: &LayerId) -> Result<Vec<Utf8PathBuf>> {
+        Ok(self
+            .parent_chain(id)?
+            .ids()
+            .iter()
+            .map(|p| self.layout.diff_dir(p))
+            .collect())
+    }
+
+    /// True when `parent` is the layer's direct parent (`None`: it has none).
+    pub fn is_parent(&self, id: &LayerId, parent: Option<&LayerId>) -> bool {
+        let chain = self.parent_chain(id).unwrap_or_default();
+        chain.parent() == parent
+    }
+
+    /// Creates a read-only layer (an image layer).
+    pub fn create(&self, id: &LayerId, parent: Option<&LayerId>, opts: &CreateOpts) -> Result<()> {
+        if !opts.storage_opt.is_empty() {
+            return Err(DriverError::StorageOptNotSupported);
+        }
+        let _lock = self.lock(id)?;
+        if self.exists(id) {
+            return Err(DriverError::AlreadyExists(id.to_string()));
+        }
+        let chain = match parent {
+            None => ParentChain::empty(),
+            Some(p) if p == id => {
+                return Err(DriverError::ParentNotFound {
+                    id: id.to_string(),
+                    parent: p.to_string(),
+                })
+            }
+            Some(p) => {
+                let pc = self.parent_chain(p).map_err(|e| match e {
+                    DriverError::NotFound(_) => DriverError::ParentNotFound {
+                        id: id.to_string(),
+                        parent: p.to_string(),
+                    },
+                    e => e,
+                })?;
+                if pc.contains(id) {
+                    return Err(DriverError::AlreadyExists(id.to_string()));
+                }
+                ParentChain::with_parent(p.clone(), &pc)
+            }
+        };
+
+        let diff = self.layout.diff_dir(id);
+        let mnt = self.layout.mount_point(id);
+        let fresh: Vec<Utf8PathBuf> = [&mnt, &diff]
+            .into_iter()
+            .filter(|p| !matches!(self.ports.fs.kind(p), Ok(Some(_))))
+            .cloned()
+            .collect();
+        let result = (|| {
+            for d in [&mnt, &diff] {
+                self.ports
+                    .fs
+                    .create_dir_all(d, LAYER_DIR_MODE, self.owner)
+                    .map_err(DriverError::io("create dir", d.clone()))?;
+            }
+            let lf = self.layout.layers_file(id);
+            self.ports
+                .fs
+                .write_new(&lf, chain.render().as_bytes())
+                .map_err(|e| {
+                    if e.raw_os_error() == Some(libc::EEXIST) {
+                        DriverError::AlreadyExists(id.to_string())
+                    } else {
+                        DriverError::io("write layers file", lf.clone())(e)
+                    }
+                })
+        })();
+        if let Err(e) = &result {
+            if !matches!(e, DriverError::AlreadyExists(_)) {
+                for d in &fresh {
+                    let _ = self.ports.fs.remove_all(d);
+                }
+            }
+            tracing::debug!(storage_driver = "aufs", %id, error = %e, "create failed");
+        } else {
+            tracing::debug!(storage_driver = "aufs", %id, parent = ?parent.map(|p| p.as_str()), "created layer");
+        }
+        result
+    }
+
+    /// Creates a read-write layer (a container's); same as [`Driver::create`]
+    /// for aufs.
+    pub fn create_read_write(
+        &self,
+        id: &LayerId,
+        parent: Option<&LayerId>,
+        opts: &CreateOpts,
+    ) -> Result<()> {
+        self.create(id, parent, opts)
+    }
+
+    /// The direct children of a layer.
+    pub fn children(&self, id: &LayerId) -> Result<Vec<LayerId>> {
+        let mut out = Vec::new();
+        for other in self.layer_ids()? {
+            match self.parent_chain(&other) {
+                Ok(c) if c.parent() == Some(id) => out.push(other),
+                Ok(_) | Err(DriverError::NotFound(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Unmounts and removes a layer. Its layers file goes first (so it stops
+    /// existing at once), then each dir is renamed to `<dir>-removing` and
+    /// removed, so an interruption leaves only dirs that the next `init`
+    /// cleans. A layer with children is refused.
+    pub fn remove(&self, id: &LayerId) -> Result<()> {
+        let _lock = self.lock(id)?;
+        let layers_file = self.layout.layers_file(id);
+        let diff = self.layout.diff_dir(id);
+        let mountpoint = self
+            .cached_path(id)
+            .unwrap_or_else(|| self.layout.mount_point(id));
+        let present = [&layers_file, &diff, &self.layout.mount_point(id)]
+            .iter()
+            .any(|p| matches!(self.ports.fs.kind(p), Ok(Some(_))));
+        if !present {
+            return Err(DriverError::NotFound(id.to_string()));
+        }
+        let children = self.children(id)?;
+        if !children.is_empty() {
+            let children = children
+                .iter()
+                .map(LayerId::as_str)
+                .collect::<Vec<_>>()
+                .join(", ");
+            return Err(DriverError::HasChildren {
+                id: id.to_string(),
+                children,
+            });
+        }
+
+        if let Err(e) = self.unmount_if_mounted(&mountpoint) {
+            tracing::warn!(storage_driver = "aufs", method = "Remove()", %id, error = %e);
+            return Err(e);
+        }
+        match self.ports.fs.remove_file(&layers_file) {
+            Err(e) if e.raw_os_error() != Some(libc::ENOENT) => {
+                return Err(DriverError::io("remove layers file of", layers_file)(e))
+            }
+            _ => {}
+        }
+        self.atomic_remove(&diff)?;
+        if let Err(e) = self.atomic_remove(&self.layout.mount_point(id)) {
+            if e.raw_os_error() == Some(libc::EBUSY) {
+                tracing::warn!(storage_driver = "aufs", dir = %mountpoint, error = %e, "error performing atomic remove due to EBUSY");
+            }
+            return Err(e);
+        }
+        self.refs.forget(id)?;
+        self.path_cache
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(id);
+        tracing::debug!(storage_driver = "aufs", %id, "removed layer");
+        Ok(())
+    }
+
+    /// Renames `source` to `source-removing`, then removes that. A leftover
+    /// `-removing` dir from an earlier failed removal is removed first.
+    fn atomic_remove(&self, source: &Utf8Path) -> Result<()> {
+        let fs = &self.ports.fs;
+        let target = Utf8PathBuf::from(format!("{source}{REMOVING_SUFFIX}"));
+        let mut renamed = fs.rename(source, &target);
+        if let Err(e) = &renamed {
+            let code = e.raw_os_error();
+            if code == Some(libc::EEXIST) || code == Some(libc::ENOTEMPTY) {
+                fs.remove_all(&target)
+                    .map_err(DriverError::io("remove stale", target.clone()))?;
+                renamed = fs.rename(source, &target);
+            }
+        }
+        match renamed {
+            Ok(()) => {}
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
+            Err(e) => return Err(DriverError::io("prepare atomic delete of", source)(e)),
+        }
+        fs.remove_all(&target)
+            .map_err(DriverError::io("remove", target))
+    }
+
+    fn cached_path(&self, id: &LayerId) -> Option<Utf8PathBuf> {
+        self.path_cache
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(id)
+            .cloned()
+    }
+
+    fn lock(&self, id: &LayerId) -> Result<aufs_ports::LockGuard> {
+        self.ports
+            .locks
+            .lock(id.as_str())
+            .map_err(DriverError::io("lock layer", id.as_str()))
+    }
+
+    fn is_mounted(&self, path: &Utf8Path) -> Result<bool> {
+        self.ports
+            .backend
+            .is_mounted(path)
+            .map_err(DriverError::io("check mount", path))
+    }
+
+    fn unmount_if_mounted(&self, path: &Utf8Path) -> Result<()> {
+        if self.is_mounted(path)? {
+            self.ports
+                .backend
+                .unmount(path)
+                .map_err(|source| DriverError::Unmount {
+                    target: path.to_owned(),
+                    source,
+                })?;
+        }
+        Ok(())
+    }
+
+    /// Takes a reference to the layer and returns its root: the diff dir of
+    /// a layer with no parent, else `mnt/<id>` with the union mounted there
+    /// (by the first reference).
+    pub fn get(&self, id: &LayerId, mount_label: &str) -> Result<Utf8PathBuf> {
+        let _lock = self.lock(id)?;
+        let parents = self.parent_diff_dirs(id)?;
+        let m = self.cached_path(id).unwrap_or_else(|| {
+            if parents.is_empty() {
+                self.layout.diff_dir(id)
+            } else {
+                self.layout.mount_point(id)
+            }
+        });
+        if parents.is_empty() {
+            self.refs.increment(id, || false)?;
+        } else {
+            let mounted = self.is_mounted(&m)?;
+            let count = self.refs.increment(id, || mounted)?;
+            if !mounted {
+                if count > 1 {
+                    tracing::warn!(storage_driver = "aufs", %id, count, "union was not mounted though referenced; mounting again");
+                }
+                let spec = UnionSpec {
+                    rw: self.layout.diff_dir(id),
+                    ro: parents,
+                    target: m.clone(),
+                    mount_label: mount_label.to_owned(),
+                };
+                if let Err(source) = self.ports.backend.mount(&spec) {
+                    let _ = self.refs.decrement(id, || false);
+                    return Err(DriverError::Mount {
+                        backend: self.ports.backend.kind().as_str(),
+                        target: m,
+                        source,
+                    });
+                }
+                tracing::debug!(storage_driver = "aufs", %id, target = %m, layers = spec.ro.len() + 1, "mounted union");
+            }
+        }
+        self.path_cache
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id.clone(), m.clone());
+        Ok(m)
+    }
+
+    /// Drops a reference; the last one unmounts the union.
+    pub fn put(&self, id: &LayerId) -> Result<()> {
+        let _lock = self.lock(id)?;
+        let m = self
+            .cached_path(id)
+            .unwrap_or_else(|| self.layout.mount_point(id));
+        let count = self
+            .refs
+            .decrement(id, || self.is_mounted(&m).unwrap_or(false))?;
+        if count > 0 {
+            return Ok(());
+        }
+        let r = self.unmount_if_mounted(&m);
+        if let Err(e) = &r {
+            tracing::warn!(storage_driver = "aufs", method = "Put()", %id, error = %e);
+        }
+        r
+    }
+
+    /// The current reference count of a layer.
+    pub fn references(&self, id: &LayerId) -> Result<u32> {
+        self.refs.peek(id)
+    }
+
+    /// Unmounts every union under `mnt/` and anything else mounted under the
+    /// root, and forgets all references.
+    pub fn cleanup(&self) -> Result<()> {
+        let mnt = self.layout.mnt_root();
+        let entries = self
+            .ports
+            .fs
+            .read_dir(&mnt)
+            .map_err(DriverError::io("aufs readdir", mnt.clone()))?;
+        for e in entries.into_iter().filter(|e| e.kind == FileKind::Dir) {
+            let m = mnt.join(&e.name);
+            if let Err(err) = self.unmount_if_mounted(&m) {
+                tracing::warn!(storage_driver = "aufs", method = "Cleanup()", error = %err);
+            }
+        }
+        self.ports
+            .backend
+            .unmount_all_under(self.layout.root())
+            .map_err(|source| DriverError::Unmount {
+                target: self.layout.root().to_owned(),
+                source,
+            })?;
+        for id in self.layer_ids()? {
+            self.refs.forget(&id)?;
+        }
+        self.path_cache
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+        Ok(())
+    }
+}

@@ -1,0 +1,50 @@
+//! Paths of the aufs layout under the root.
+
+use aufs_model::LayerId;
+use camino::{Utf8Path, Utf8PathBuf};
+
+/// The directories of a driver root: Docker's `layers/`, `diff/`, `mnt/`,
+/// and our own `refs/` (mount reference counts shared by processes).
+#[derive(Debug, Clone)]
+pub struct Layout {
+    root: Utf8PathBuf,
+}
+
+impl Layout {
+    /// The layout under `root`.
+    pub fn new(root: impl Into<Utf8PathBuf>) -> Self {
+        Layout { root: root.into() }
+    }
+    /// The root.
+    pub fn root(&self) -> &Utf8Path {
+        &self.root
+    }
+    /// `layers/`.
+    pub fn layers_dir(&self) -> Utf8PathBuf {
+        self.root.join("layers")
+    }
+    /// `diff/`.
+    pub fn diff_root(&self) -> Utf8PathBuf {
+        self.root.join("diff")
+    }
+    /// `mnt/`.
+    pub fn mnt_root(&self) -> Utf8PathBuf {
+        self.root.join("mnt")
+    }
+    /// `refs/`.
+    pub fn refs_dir(&self) -> Utf8PathBuf {
+        self.root.join("refs")
+    }
+    /// `layers/<id>`.
+    pub fn layers_file(&self, id: &LayerId) -> Utf8PathBuf {
+        self.root.join("layers").join(id.as_str())
+    }
+    /// `diff/<id>`.
+    pub fn diff_dir(&self, id: &LayerId) -> Utf8PathBuf {
+        self.root.join("diff").join(id.as_str())
+    }
+    /// `mnt/<id>`.
+    pub fn mount_point(&self, id: &LayerId) -> Utf8PathBuf {
+        self.root.join("mnt").join(id.as_str())
+    }
+}

@@ -1,0 +1,188 @@
+//! Effects on the filesystem that only the in-memory fake can observe
+//! cheaply: modes, owners, id maps, and what is left after failures.
+
+use aufs_driver::{CreateOpts, Driver, DriverConfig, DriverError, Ports, RefStore};
+use aufs_model::{IdMap, IdMappings, LayerId};
+use aufs_ports::fakes::{FakeHost, FakeUnionBackend, FsOp, MemFs};
+use aufs_ports::{BackendKind, InProcessLocks};
+use std::sync::Arc;
+
+fn id(s: &str) -> LayerId {
+    LayerId::new(s).unwrap()
+}
+
+fn open(fs: &Arc<MemFs>, host: FakeHost, config: DriverConfig) -> Result<Driver, DriverError> {
+    Driver::init(
+        config,
+        Ports {
+            fs: fs.clone(),
+            host: Arc::new(host),
+            backend: Arc::new(FakeUnionBackend::new(BackendKind::Fuse)),
+            locks: Arc::new(InProcessLocks::new()),
+        },
+    )
+}
+
+#[test]
+fn dirs_get_go_modes_and_mapped_root_owner() {
+    let fs = Arc::new(MemFs::new());
+    let mut config = DriverConfig::new("/r");
+    config.id_maps = IdMappings {
+        uids: vec![IdMap {
+            container_id: 0,
+            host_id: 100000,
+            size: 65536,
+        }],
+        gids: vec![IdMap {
+            container_id: 0,
+            host_id: 200000,
+            size: 65536,
+        }],
+    };
+    let d = open(&fs, FakeHost::default(), config).unwrap();
+    for p in ["/r", "/r/mnt", "/r/diff", "/r/layers"] {
+        assert_eq!(
+            fs.dir_meta(p.into()),
+            Some((0o700, (100000, 200000))),
+            "{p}"
+        );
+    }
+    d.create(&id("1"), None, &CreateOpts::default()).unwrap();
+    assert_eq!(
+        fs.dir_meta("/r/diff/1".into()),
+        Some((0o755, (100000, 200000)))
+    );
+    assert_eq!(
+        fs.dir_meta("/r/mnt/1".into()),
+        Some((0o755, (100000, 200000)))
+    );
+}
+
+#[test]
+fn not_root_keeps_callers_own_ids() {
+    let fs = Arc::new(MemFs::new());
+    let host = FakeHost {
+        ids: (1000, 1000),
+        ..FakeHost::default()
+    };
+    let mut config = DriverConfig::new("/home/u/aufs");
+    // Even with maps, an unprivileged caller cannot chown: no owner is set.
+    config.id_maps.uids.push(IdMap {
+        container_id: 0,
+        host_id: 5,
+        size: 1,
+    });
+    let d = open(&fs, host, config).unwrap();
+    d.create(&id("1"), None, &CreateOpts::default()).unwrap();
+    // MemFs records (0, 0) for "no owner given".
+    assert_eq!(
+        fs.dir_meta("/home/u/aufs/diff/1".into()),
+        Some((0o755, (0, 0)))
+    );
+}
+
+#[test]
+fn unmapped_root_is_a_clear_error() {
+    let fs = Arc::new(MemFs::new());
+    let mut config = DriverConfig::new("/r");
+    config.id_maps.uids.push(IdMap {
+        container_id: 1,
+        host_id: 5,
+        size: 1,
+    });
+    let e = open(&fs, FakeHost::default(), config).unwrap_err();
+    assert!(e.to_string().contains("uid 0 is not mapped"), "{e}");
+}
+
+#[test]
+fn full_disk_on_create_leaves_nothing_behind() {
+    let fs = Arc::new(MemFs::new());
+    let d = open(&fs, FakeHost::default(), DriverConfig::new("/r")).unwrap();
+    let before = fs.all_paths();
+    fs.fail(FsOp::Write, None, libc::ENOSPC, 1);
+    let e = d
+        .create(&id("1"), None, &CreateOpts::default())
+        .unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::ENOSPC));
+    assert!(e.to_string().contains("layers/1"), "{e}");
+    assert_eq!(fs.all_paths(), before);
+    d.create(&id("1"), None, &CreateOpts::default()).unwrap();
+}
+
+#[test]
+fn interrupted_remove_is_finished_by_next_init() {
+    let fs = Arc::new(MemFs::new());
+    let d = open(&fs, FakeHost::default(), DriverConfig::new("/r")).unwrap();
+    d.create(&id("1"), None, &CreateOpts::default()).unwrap();
+    // The recursive removal "crashes" after the rename.
+    fs.fail(
+        FsOp::RemoveAll,
+        Some("/r/diff/1-removing".into()),
+        libc::EIO,
+        1,
+    );
+    assert!(d.remove(&id("1")).is_err());
+    assert!(!d.exists(&id("1")));
+    assert!(fs.dir_meta("/r/diff/1-removing".into()).is_some());
+    drop(d);
+    let _d = open(&fs, FakeHost::default(), DriverConfig::new("/r")).unwrap();
+    assert!(fs.dir_meta("/r/diff/1-removing".into()).is_none());
+}
+
+#[test]
+fn leftover_removing_dir_does_not_block_removal() {
+    let fs = Arc::new(MemFs::new());
+    let d = open(&fs, FakeHost::default(), DriverConfig::new("/r")).unwrap();
+    d.create(&id("1"), None, &CreateOpts::default()).unwrap();
+    aufs_ports::Filesystem::create_dir_all(fs.as_ref(), "/r/diff/1-removing/x".into(), 0o755, None)
+        .unwrap();
+    d.remove(&id("1")).unwrap();
+    assert!(fs.dir_meta("/r/diff/1-removing".into()).is_none());
+    assert!(fs.dir_meta("/r/diff/1".into()).is_none());
+}
+
+#[test]
+fn garbage_layers_file_names_file_and_line() {
+    let fs = Arc::new(MemFs::new());
+    let d = open(&fs, FakeHost::default(), DriverConfig::new("/r")).unwrap();
+    aufs_ports::Filesystem::write_new(fs.as_ref(), "/r/layers/bad".into(), b"ok\n../../etc\n")
+        .unwrap();
+    let e = d.parent_chain(&id("bad")).unwrap_err();
+    assert!(e.to_string().contains("/r/layers/bad: line 2"), "{e}");
+}
+
+#[test]
+fn on_disk_refs_are_shared_by_driver_instances() {
+    let fs = Arc::new(MemFs::new());
+    let backend = Arc::new(FakeUnionBackend::new(BackendKind::Fuse));
+    let open = || {
+        let mut c = DriverConfig::new("/r");
+        c.refs = RefStore::OnDisk;
+        Driver::init(
+            c,
+            Ports {
+                fs: fs.clone(),
+                host: Arc::new(FakeHost::default()),
+                backend: backend.clone(),
+                locks: Arc::new(InProcessLocks::new()),
+            },
+        )
+        .unwrap()
+    };
+    let a = open();
+    a.create(&id("1"), None, &CreateOpts::default()).unwrap();
+    a.create(&id("2"), Some(&id("1")), &CreateOpts::default())
+        .unwrap();
+    a.get(&id("2"), "").unwrap();
+    let b = open();
+    b.get(&id("2"), "").unwrap();
+    assert_eq!(
+        backend.history().len(),
+        1,
+        "second process must not mount again"
+    );
+    open().put(&id("2")).unwrap();
+    assert_eq!(backend.mounted().len(), 1);
+    open().put(&id("2")).unwrap();
+    assert!(backend.mounted().is_empty());
+}
