@@ -1,2 +1,83 @@
 //! aufsctl: the command line over the aufs driver.
-fn main() {}
+
+mod cli;
+mod commands;
+mod wiring;
+
+use clap::Parser;
+use std::process::ExitCode;
+
+/// How a command ended besides success.
+#[derive(Debug)]
+pub enum Failure {
+    /// A clean "no" (exit 1, nothing printed).
+    No,
+    /// A failed operation (exit 1, one error line).
+    Error(String),
+}
+
+impl<E: std::error::Error> From<E> for Failure {
+    fn from(e: E) -> Self {
+        Failure::Error(error_chain(&e))
+    }
+}
+
+/// The error and its causes on one line.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(c) = src {
+        let cs = c.to_string();
+        if !s.contains(&cs) {
+            s.push_str(": ");
+            s.push_str(&cs);
+        }
+        src = c.source();
+    }
+    s.replace('\n', " ")
+}
+
+fn init_logging(verbose: u8, quiet: u8) {
+    let level = match (verbose as i16) - (quiet as i16) {
+        i16::MIN..=0 => "off",
+        1 => "warn",
+        2 => "info",
+        3 => "debug",
+        _ => "trace",
+    };
+    let filter = std::env::var("AUFSCTL_LOG").unwrap_or_else(|_| level.to_string());
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .try_init();
+}
+
+fn main() -> ExitCode {
+    let cli = match cli::Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+                let _ = e.print();
+                return ExitCode::SUCCESS;
+            }
+            let msg = e.to_string();
+            let first = msg
+                .lines()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("usage error")
+                .trim_start_matches("error: ");
+            eprintln!("aufsctl: error: {first} (see aufsctl --help)");
+            return ExitCode::from(2);
+        }
+    };
+    init_logging(cli.verbose, cli.quiet);
+    match commands::run(&cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure::No) => ExitCode::from(1),
+        Err(Failure::Error(msg)) => {
+            eprintln!("aufsctl: error: {msg}");
+            ExitCode::from(1)
+        }
+    }
+}

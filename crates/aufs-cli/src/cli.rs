@@ -1,0 +1,97 @@
+//! The command line, as `shared/CLI.md` specifies it.
+
+use aufs_driver::support::BackendChoice;
+use aufs_model::LayerId;
+use camino::Utf8PathBuf;
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// Default driver home.
+pub const DEFAULT_ROOT: &str = "/var/lib/aufsctl";
+
+/// aufsctl: a layered container-image store in Docker's aufs layout.
+#[derive(Debug, Parser)]
+#[command(name = "aufsctl", version, about)]
+pub struct Cli {
+    /// The driver's home, laid out like /var/lib/docker/aufs.
+    #[arg(long, global = true, env = "AUFSCTL_ROOT", default_value = DEFAULT_ROOT)]
+    pub root: Utf8PathBuf,
+    /// How unions are mounted.
+    #[arg(long, global = true, value_enum, default_value_t = Backend::Auto)]
+    pub backend: Backend,
+    /// Machine-readable output: one JSON document on stdout.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// More logging on stderr (repeat for more).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Less logging on stderr.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub quiet: u8,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// `--backend`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Backend {
+    /// Kernel aufs where /proc/filesystems lists it, else the FUSE union.
+    Auto,
+    /// Kernel aufs only.
+    Kernel,
+    /// The FUSE union.
+    Fuse,
+}
+
+impl From<Backend> for BackendChoice {
+    fn from(b: Backend) -> Self {
+        match b {
+            Backend::Auto => BackendChoice::Auto,
+            Backend::Kernel => BackendChoice::Kernel,
+            Backend::Fuse => BackendChoice::Fuse,
+        }
+    }
+}
+
+fn layer_id(s: &str) -> Result<LayerId, String> {
+    LayerId::new(s).map_err(|e| e.to_string())
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Driver status.
+    Status,
+    /// Create a read-only layer.
+    Create {
+        /// The new layer's id.
+        #[arg(value_parser = layer_id)]
+        id: LayerId,
+        /// Its parent layer.
+        #[arg(long, value_parser = layer_id)]
+        parent: Option<LayerId>,
+    },
+    /// Create a read-write layer (a container's).
+    CreateRw {
+        /// The new layer's id.
+        #[arg(value_parser = layer_id)]
+        id: LayerId,
+        /// Its parent layer.
+        #[arg(long, value_parser = layer_id)]
+        parent: Option<LayerId>,
+    },
+    /// Exit 0 if the layer exists, 1 if not.
+    Exists {
+        /// The layer.
+        #[arg(value_parser = layer_id)]
+        id: LayerId,
+    },
+    /// List all layers with their parents.
+    Ls,
+    /// Unmount if needed and remove a layer.
+    Rm {
+        /// The layer.
+        #[arg(value_parser = layer_id)]
+        id: LayerId,
+    },
+}

@@ -1,0 +1,56 @@
+//! The one place where real adapters are plugged into the driver.
+
+use crate::cli::Cli;
+use crate::Failure;
+use aufs_driver::kernel::KernelAufs;
+use aufs_driver::support::{self, BackendChoice};
+use aufs_driver::{Driver, DriverConfig, Ports, RefStore};
+use aufs_linux::{FlockLocks, LinuxFilesystem, LinuxHost, LinuxMounter};
+use aufs_ports::{BackendKind, Filesystem, Host, SystemClock, UnionBackend};
+use camino::Utf8PathBuf;
+use std::sync::Arc;
+
+mod fuse_backend;
+
+/// Opens the driver on `--root` with the chosen backend, as `Init` does.
+pub fn open_driver(cli: &Cli) -> Result<Driver, Failure> {
+    let root = absolute_root(&cli.root)?;
+    let fs: Arc<dyn Filesystem> = Arc::new(LinuxFilesystem::new());
+    let host: Arc<dyn Host> = Arc::new(LinuxHost::new());
+    let kind = support::choose_backend(BackendChoice::from(cli.backend), host.as_ref())?;
+    let backend: Arc<dyn UnionBackend> = match kind {
+        BackendKind::Kernel => Arc::new(KernelAufs::new(
+            Arc::new(LinuxMounter::new()),
+            fs.clone(),
+            host.clone(),
+            Arc::new(SystemClock),
+        )),
+        BackendKind::Fuse => Arc::new(fuse_backend::backend()),
+    };
+    // The root must exist before its lock dir; Init creates the rest.
+    fs.create_dir_all(&root, 0o700, None)
+        .map_err(|e| Failure::Error(format!("create root {root}: {e}")))?;
+    let locks = FlockLocks::new(root.join("locks"))
+        .map_err(|e| Failure::Error(format!("lock dir {root}/locks: {e}")))?;
+    let mut config = DriverConfig::new(root);
+    config.refs = RefStore::OnDisk;
+    Ok(Driver::init(
+        config,
+        Ports {
+            fs,
+            host,
+            backend,
+            locks: Arc::new(locks),
+        },
+    )?)
+}
+
+fn absolute_root(root: &camino::Utf8Path) -> Result<Utf8PathBuf, Failure> {
+    if root.is_absolute() {
+        return Ok(root.to_owned());
+    }
+    let cwd = std::env::current_dir().map_err(|e| Failure::Error(format!("current dir: {e}")))?;
+    let cwd = Utf8PathBuf::from_path_buf(cwd)
+        .map_err(|p| Failure::Error(format!("current dir {} is not UTF-8", p.display())))?;
+    Ok(cwd.join(root))
+}

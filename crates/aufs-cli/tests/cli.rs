@@ -1,0 +1,242 @@
+//! `aufsctl` end to end on a temp root, as scripts drive it. No root needed.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+struct Ctl {
+    _tmp: tempfile::TempDir,
+    root: PathBuf,
+}
+
+impl Ctl {
+    fn new() -> Self {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("aufs");
+        Ctl { _tmp: tmp, root }
+    }
+
+    fn cmd(&self) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_aufsctl"));
+        c.arg("--root")
+            .arg(&self.root)
+            .env_remove("AUFSCTL_ROOT")
+            .env_remove("AUFSCTL_LOG");
+        c
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.cmd().args(args).output().unwrap()
+    }
+
+    /// Runs and expects success with an empty stderr; returns stdout.
+    fn ok(&self, args: &[&str]) -> String {
+        let o = self.run(args);
+        assert!(
+            o.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        assert!(
+            o.stderr.is_empty(),
+            "{args:?} wrote to stderr: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8(o.stdout).unwrap()
+    }
+
+    /// Runs and expects exit `code` with one `aufsctl: error:` line.
+    fn fails(&self, code: i32, args: &[&str]) -> String {
+        let o = self.run(args);
+        assert_eq!(
+            o.status.code(),
+            Some(code),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let err = String::from_utf8(o.stderr).unwrap();
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(err.starts_with("aufsctl: error: "), "{err}");
+        assert!(o.stdout.is_empty());
+        err
+    }
+}
+
+#[test]
+fn status_plain_and_json() {
+    let c = Ctl::new();
+    c.ok(&["create", "1"]);
+    let out = c.ok(&["status"]);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], format!("Root Dir: {}", c.root.display()));
+    assert!(lines[1].starts_with("Backing Filesystem: "));
+    assert_eq!(lines[2], "Dirs: 1");
+    assert!(lines[3] == "Dirperm1 Supported: false" || lines[3] == "Dirperm1 Supported: true");
+    assert!(lines[4] == "Mount Backend: fuse" || lines[4] == "Mount Backend: kernel");
+    let v: serde_json::Value = serde_json::from_str(&c.ok(&["--json", "status"])).unwrap();
+    assert_eq!(v["root_dir"], c.root.to_str().unwrap());
+    assert_eq!(v["dirs"], 1);
+    assert!(v["dirperm1_supported"].is_boolean());
+    assert!(v["backing_filesystem"].is_string());
+    assert!(["fuse", "kernel"].contains(&v["mount_backend"].as_str().unwrap()));
+}
+
+#[test]
+fn root_is_created_0700_with_docker_layout() {
+    use std::os::unix::fs::PermissionsExt;
+    let c = Ctl::new();
+    c.ok(&["ls"]);
+    let mode = std::fs::metadata(&c.root).unwrap().permissions().mode() & 0o7777;
+    assert_eq!(mode, 0o700);
+    for d in ["layers", "diff", "mnt"] {
+        assert!(c.root.join(d).is_dir());
+    }
+}
+
+#[test]
+fn create_ls_exists_rm() {
+    let c = Ctl::new();
+    assert_eq!(c.ok(&["create", "base"]), "");
+    c.ok(&["create", "mid", "--parent", "base"]);
+    c.ok(&["create-rw", "top", "--parent", "mid"]);
+    assert_eq!(c.ok(&["ls"]), "base -\nmid base\ntop mid\n");
+    let v: serde_json::Value = serde_json::from_str(&c.ok(&["ls", "--json"])).unwrap();
+    assert_eq!(
+        v,
+        serde_json::json!([
+            {"id": "base", "parent": null},
+            {"id": "mid", "parent": "base"},
+            {"id": "top", "parent": "mid"}
+        ])
+    );
+    // The on-disk layout is Docker's.
+    assert_eq!(
+        std::fs::read_to_string(c.root.join("layers/top")).unwrap(),
+        "mid\nbase\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(c.root.join("layers/base")).unwrap(),
+        ""
+    );
+    c.ok(&["exists", "top"]);
+    let o = c.run(&["exists", "nope"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(o.stdout.is_empty() && o.stderr.is_empty());
+    c.ok(&["rm", "top"]);
+    assert!(!c.root.join("diff/top").exists());
+    assert!(!c.root.join("mnt/top").exists());
+    assert_eq!(c.ok(&["ls"]), "base -\nmid base\n");
+}
+
+#[test]
+fn errors_name_their_cause() {
+    let c = Ctl::new();
+    c.ok(&["create", "a"]);
+    c.ok(&["create", "b", "--parent", "a"]);
+    assert!(c
+        .fails(1, &["create", "a"])
+        .contains("layer a already exists"));
+    assert!(c
+        .fails(1, &["create", "x", "--parent", "ghost"])
+        .contains("parent ghost does not exist"));
+    assert!(c
+        .fails(1, &["rm", "ghost"])
+        .contains("layer ghost does not exist"));
+    assert!(c
+        .fails(1, &["rm", "a"])
+        .contains("layer a has child layers: b"));
+    assert!(c.fails(2, &["create", "a/b"]).contains("contains `/`"));
+    assert!(c.fails(2, &["create", ".."]).contains("not allowed"));
+    let long = "x".repeat(247);
+    assert!(c.fails(2, &["create", &long]).contains("247 bytes"));
+    c.ok(&["create", &"y".repeat(246)]);
+    c.fails(2, &["frobnicate"]);
+    c.fails(2, &["create"]);
+}
+
+#[test]
+fn real_docker_ids_work() {
+    let c = Ctl::new();
+    let hex = "4f5e3a2b1c0d9e8f7a6b5c4d3e2f1a0b9c8d7e6f5a4b3c2d1e0f9a8b7c6d5e4f";
+    c.ok(&["create", hex]);
+    c.ok(&["create-rw", &format!("{hex}-init"), "--parent", hex]);
+    c.ok(&["exists", &format!("{hex}-init")]);
+}
+
+#[test]
+fn kernel_backend_without_aufs_fails_every_command_at_start() {
+    let has_aufs = std::fs::read_to_string("/proc/filesystems")
+        .unwrap()
+        .contains("aufs");
+    if has_aufs {
+        eprintln!("skipping: this kernel has aufs, the refusal cannot happen here");
+        return;
+    }
+    let c = Ctl::new();
+    for args in [
+        &["--backend", "kernel", "status"][..],
+        &["--backend", "kernel", "ls"],
+        &["--backend", "kernel", "create", "a"],
+    ] {
+        let e = c.fails(1, args);
+        assert!(e.contains("AUFS was not found in /proc/filesystems"), "{e}");
+    }
+    let o = c.run(&["--backend", "auto", "status"]);
+    assert!(String::from_utf8_lossy(&o.stdout).contains("Mount Backend: fuse"));
+}
+
+#[test]
+fn racing_creates_across_processes_exactly_one_wins() {
+    let c = Ctl::new();
+    c.ok(&["ls"]);
+    for round in 0..3 {
+        let id = format!("race{round}");
+        let children: Vec<_> = (0..8)
+            .map(|_| {
+                c.cmd()
+                    .args(["create", &id])
+                    .stderr(std::process::Stdio::piped())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        let outs: Vec<Output> = children
+            .into_iter()
+            .map(|ch| ch.wait_with_output().unwrap())
+            .collect();
+        let wins = outs.iter().filter(|o| o.status.success()).count();
+        assert_eq!(wins, 1, "round {round}");
+        for o in outs.iter().filter(|o| !o.status.success()) {
+            assert!(String::from_utf8_lossy(&o.stderr).contains("already exists"));
+        }
+    }
+    assert_eq!(c.ok(&["ls"]).lines().count(), 3);
+}
+
+#[test]
+fn root_from_env_and_relative_root() {
+    let tmp = tempfile::tempdir().unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_aufsctl"))
+        .env("AUFSCTL_ROOT", tmp.path().join("envroot"))
+        .args(["create", "z"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(tmp.path().join("envroot/layers/z").exists());
+    let o = Command::new(env!("CARGO_BIN_EXE_aufsctl"))
+        .current_dir(tmp.path())
+        .args(["--root", "rel", "--json", "status"])
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let root = Path::new(v["root_dir"].as_str().unwrap());
+    assert!(root.is_absolute() && root.ends_with("rel"));
+}
+
+#[test]
+fn verbose_logs_go_to_stderr_never_stdout() {
+    let c = Ctl::new();
+    let o = c.run(&["-vvv", "create", "l"]);
+    assert!(o.status.success());
+    assert!(o.stdout.is_empty());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("storage_driver"));
+}
