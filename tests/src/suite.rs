@@ -167,12 +167,14 @@ pub fn status(rig: &dyn Rig) {
     d.create(&id("1"), None, &opts()).unwrap();
     let s = d.status().unwrap();
     let pairs = s.pairs();
-    assert_eq!(pairs.len(), 5);
+    assert_eq!(pairs.len(), 7);
     assert_eq!(pairs[0], ("Root Dir", rig.root().to_string()));
     assert_eq!(pairs[1].0, "Backing Filesystem");
     assert_eq!(pairs[2], ("Dirs", "1".to_string()));
     assert_eq!(pairs[3].0, "Dirperm1 Supported");
     assert_eq!(pairs[4].0, "Mount Backend");
+    assert_eq!(pairs[5], ("Supports d_type", "true".to_string()));
+    assert_eq!(pairs[6], ("Supports xattrs", "true".to_string()));
 }
 
 /// TestInitStaleCleanup.

@@ -19,6 +19,8 @@ pub fn run(cli: &Cli) -> Result<(), Failure> {
                     "dirs": s.dirs,
                     "dirperm1_supported": s.dirperm1_supported,
                     "mount_backend": s.mount_backend.as_str(),
+                    "supports_d_type": s.supports_d_type,
+                    "supports_xattrs": s.supports_xattrs,
                 }));
             } else {
                 for (k, v) in s.pairs() {

@@ -72,6 +72,8 @@ fn status_plain_and_json() {
     assert_eq!(lines[2], "Dirs: 1");
     assert!(lines[3] == "Dirperm1 Supported: false" || lines[3] == "Dirperm1 Supported: true");
     assert!(lines[4] == "Mount Backend: fuse" || lines[4] == "Mount Backend: kernel");
+    assert_eq!(lines[5], "Supports d_type: true");
+    assert!(lines[6].starts_with("Supports xattrs: "));
     let v: serde_json::Value = serde_json::from_str(&c.ok(&["--json", "status"])).unwrap();
     assert_eq!(v["root_dir"], c.root.to_str().unwrap());
     assert_eq!(v["dirs"], 1);

@@ -5,7 +5,9 @@ use crate::layout::Layout;
 use crate::refcount::{RefCounter, RefStore};
 use crate::support;
 use aufs_model::{fs_magic, IdMappings, LayerId, ParentChain};
-use aufs_ports::{BackendKind, FileKind, Filesystem, Host, LayerLocks, UnionBackend, UnionSpec};
+use aufs_ports::{
+    BackendKind, BackingFeatures, FileKind, Filesystem, Host, LayerLocks, UnionBackend, UnionSpec,
+};
 use camino::{Utf8Path, Utf8PathBuf};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -65,6 +67,10 @@ pub struct Status {
     pub dirperm1_supported: bool,
     /// `kernel` or `fuse`.
     pub mount_backend: BackendKind,
+    /// Whether the backing filesystem reports entry types in `readdir`.
+    pub supports_d_type: bool,
+    /// Whether the backing filesystem takes extended attributes.
+    pub supports_xattrs: bool,
 }
 
 impl Status {
@@ -76,6 +82,8 @@ impl Status {
             ("Dirs", self.dirs.to_string()),
             ("Dirperm1 Supported", self.dirperm1_supported.to_string()),
             ("Mount Backend", self.mount_backend.to_string()),
+            ("Supports d_type", self.supports_d_type.to_string()),
+            ("Supports xattrs", self.supports_xattrs.to_string()),
         ]
     }
 }
@@ -100,6 +108,7 @@ pub struct Driver {
     /// (the caller's own ids then).
     owner: Option<(u32, u32)>,
     backing_fs: String,
+    features: BackingFeatures,
     refs: RefCounter,
     path_cache: Mutex<HashMap<LayerId, Utf8PathBuf>>,
 }
@@ -143,6 +152,14 @@ impl Driver {
                 .create_dir_all(d, ROOT_DIR_MODE, owner)
                 .map_err(DriverError::io("create dir", d.clone()))?;
         }
+        let features = ports
+            .host
+            .backing_features(layout.root())
+            .map_err(DriverError::io(
+                "probe backing filesystem of",
+                layout.root(),
+            ))?;
+        support::check_backing_features(kind, features, magic, layout.root())?;
         let refs = RefCounter::new(config.refs, ports.fs.clone(), layout.refs_dir());
         let driver = Driver {
             layout,
@@ -150,6 +167,7 @@ impl Driver {
             id_maps: config.id_maps,
             owner,
             backing_fs: fs_magic::fs_display_name(magic).to_owned(),
+            features,
             refs,
             path_cache: Mutex::default(),
         };
@@ -202,6 +220,8 @@ impl Driver {
             dirs: self.layer_ids()?.len(),
             dirperm1_supported: self.ports.backend.dirperm1_supported(),
             mount_backend: self.ports.backend.kind(),
+            supports_d_type: self.features.d_type,
+            supports_xattrs: self.features.xattrs,
         })
     }
 

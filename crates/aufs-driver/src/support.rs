@@ -2,7 +2,7 @@
 
 use crate::error::{DriverError, Result};
 use aufs_model::fs_magic;
-use aufs_ports::{BackendKind, Filesystem, Host};
+use aufs_ports::{BackendKind, BackingFeatures, Filesystem, Host};
 use camino::Utf8Path;
 
 /// The Go driver's `ErrAufsNotSupported` text.
@@ -106,6 +106,36 @@ pub fn check_backing_fs(kind: BackendKind, magic: u64, root: &Utf8Path) -> Resul
     Ok(())
 }
 
+/// The FUSE union needs `d_type` (merged listings without a `stat` per
+/// entry) and xattrs (layers carry them); kernel aufs is not checked, as in
+/// the Go driver.
+pub fn check_backing_features(
+    kind: BackendKind,
+    features: BackingFeatures,
+    magic: u64,
+    root: &Utf8Path,
+) -> Result<()> {
+    if kind != BackendKind::Fuse {
+        return Ok(());
+    }
+    let fs = fs_magic::fs_display_name(magic);
+    let missing: Vec<&str> = [
+        (!features.d_type).then_some("d_type"),
+        (!features.xattrs).then_some("xattrs"),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(DriverError::NotSupported(format!(
+            "the FUSE union needs {} on the backing filesystem; {fs} at {root} lacks it",
+            missing.join(" and ")
+        )))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -171,6 +201,26 @@ mod tests {
             check_backing_fs(BackendKind::Fuse, magic, root).unwrap();
         }
         check_backing_fs(BackendKind::Kernel, fs_magic::XFS, root).unwrap();
+    }
+
+    #[test]
+    fn fuse_needs_d_type_and_xattrs() {
+        let root = Utf8Path::new("/r");
+        let all = BackingFeatures {
+            d_type: true,
+            xattrs: true,
+        };
+        check_backing_features(BackendKind::Fuse, all, fs_magic::XFS, root).unwrap();
+        let none = BackingFeatures {
+            d_type: false,
+            xattrs: false,
+        };
+        let e = check_backing_features(BackendKind::Fuse, none, fs_magic::XFS, root).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "driver not supported: the FUSE union needs d_type and xattrs on the backing filesystem; xfs at /r lacks it"
+        );
+        check_backing_features(BackendKind::Kernel, none, fs_magic::XFS, root).unwrap();
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! [`Host`] over `/proc`, `statfs(2)`, `sysconf(3)` and `modprobe(8)`.
 
 use crate::error::LinuxError;
-use aufs_ports::Host;
+use aufs_ports::{BackingFeatures, Host};
 use camino::Utf8Path;
 use std::collections::HashMap;
 use std::io;
@@ -175,6 +175,55 @@ impl Host for LinuxHost {
             nix::unistd::getegid().as_raw(),
         )
     }
+
+    fn backing_features(&self, dir: &Utf8Path) -> io::Result<BackingFeatures> {
+        probe_backing(dir.as_std_path())
+    }
+}
+
+/// Makes a scratch dir in `dir` holding one file, then checks that
+/// `readdir` reports the file's type (Docker's `SupportsDType`) and that an
+/// xattr can be set on it (`trusted.` as root, else `user.`).
+pub fn probe_backing(dir: &std::path::Path) -> io::Result<BackingFeatures> {
+    let scratch = tempfile_in(dir)?;
+    let result = (|| {
+        let file = scratch.join("probe");
+        std::fs::write(&file, b"")?;
+        let mut d = nix::dir::Dir::open(
+            &scratch,
+            nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_DIRECTORY,
+            nix::sys::stat::Mode::empty(),
+        )?;
+        let d_type = d
+            .iter()
+            .filter_map(Result::ok)
+            .find(|e| e.file_name().to_bytes() == b"probe")
+            .map(|e| e.file_type().is_some())
+            .unwrap_or(false);
+        let name = if nix::unistd::geteuid().is_root() {
+            "trusted.aufs-rs.probe"
+        } else {
+            "user.aufs-rs.probe"
+        };
+        let xattrs =
+            rustix::fs::setxattr(&file, name, b"1", rustix::fs::XattrFlags::empty()).is_ok();
+        Ok(BackingFeatures { d_type, xattrs })
+    })();
+    let _ = std::fs::remove_dir_all(&scratch);
+    result
+}
+
+fn tempfile_in(dir: &std::path::Path) -> io::Result<std::path::PathBuf> {
+    let base = format!(".aufs-probe-{}", std::process::id());
+    for n in 0..100u32 {
+        let p = dir.join(format!("{base}-{n}"));
+        match std::fs::create_dir(&p) {
+            Ok(()) => return Ok(p),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(io::Error::from_raw_os_error(libc::EEXIST))
 }
 
 #[cfg(test)]
@@ -182,6 +231,17 @@ mod tests {
     use super::*;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Arc;
+
+    #[test]
+    fn probe_finds_d_type_and_xattrs_on_the_test_filesystem_and_cleans_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = probe_backing(dir.path()).unwrap();
+        // ext4, xfs, btrfs and tmpfs (where tests run) all report d_type.
+        assert!(f.d_type);
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "scratch dir left");
+        let e = probe_backing(&dir.path().join("missing")).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::NotFound);
+    }
 
     #[test]
     fn fs_names_as_docker_reports_them() {

@@ -12,6 +12,18 @@ pub const FS_MAGIC_ECRYPTFS: u64 = 0xF15F;
 /// `FUSE_SUPER_MAGIC`.
 pub const FS_MAGIC_FUSE: u64 = 0x6573_5546;
 
+/// What a backing filesystem offers that the FUSE union and layer apply
+/// rely on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BackingFeatures {
+    /// `readdir` reports entry types (`d_type`), so merged directory
+    /// listings need no `stat` per entry.
+    pub d_type: bool,
+    /// Extended attributes can be set (layers carry `security.capability`
+    /// and others).
+    pub xattrs: bool,
+}
+
 /// The host: kernel features, identities, and filesystem types.
 #[cfg_attr(feature = "mock", mockall::automock)]
 pub trait Host: Send + Sync + std::fmt::Debug {
@@ -27,4 +39,7 @@ pub trait Host: Send + Sync + std::fmt::Debug {
     fn page_size(&self) -> usize;
     /// Effective uid and gid of this process.
     fn effective_ids(&self) -> (u32, u32);
+    /// Probes the filesystem holding the existing directory `dir` by making
+    /// (and removing) a scratch entry in it.
+    fn backing_features(&self, dir: &Utf8Path) -> io::Result<BackingFeatures>;
 }

@@ -18,7 +18,9 @@ mod mounter;
 pub use backend::{BackendKind, UnionBackend, UnionSpec};
 pub use clock::{Clock, SystemClock};
 pub use fs::{DirEntry, FileKind, Filesystem};
-pub use host::{Host, FS_MAGIC_AUFS, FS_MAGIC_BTRFS, FS_MAGIC_ECRYPTFS, FS_MAGIC_FUSE};
+pub use host::{
+    BackingFeatures, Host, FS_MAGIC_AUFS, FS_MAGIC_BTRFS, FS_MAGIC_ECRYPTFS, FS_MAGIC_FUSE,
+};
 pub use locks::{InProcessLocks, LayerLocks, LockGuard};
 pub use mounter::{MountFlags, MountRequest, Mounter, UnmountFlags};
 

@@ -1,6 +1,6 @@
 //! A configurable host.
 
-use crate::Host;
+use crate::{BackingFeatures, Host};
 use camino::{Utf8Path, Utf8PathBuf};
 use std::collections::BTreeMap;
 use std::io;
@@ -21,6 +21,8 @@ pub struct FakeHost {
     pub page: usize,
     /// Effective ids.
     pub ids: (u32, u32),
+    /// What `backing_features` answers.
+    pub backing: BackingFeatures,
     /// If set, loading a module adds this line to `filesystems`.
     pub module_adds: Option<String>,
     /// Modules `load_module` was asked for.
@@ -35,6 +37,10 @@ impl Default for FakeHost {
             magics: Mutex::default(),
             page: 4096,
             ids: (0, 0),
+            backing: BackingFeatures {
+                d_type: true,
+                xattrs: true,
+            },
             module_adds: None,
             loaded: Mutex::default(),
         }
@@ -98,5 +104,9 @@ impl Host for FakeHost {
 
     fn effective_ids(&self) -> (u32, u32) {
         self.ids
+    }
+
+    fn backing_features(&self, _dir: &Utf8Path) -> io::Result<BackingFeatures> {
+        Ok(self.backing)
     }
 }
