@@ -238,7 +238,11 @@ mod tests {
         let f = probe_backing(dir.path()).unwrap();
         // ext4, xfs, btrfs and tmpfs (where tests run) all report d_type.
         assert!(f.d_type);
-        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "scratch dir left");
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            0,
+            "scratch dir left"
+        );
         let e = probe_backing(&dir.path().join("missing")).unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::NotFound);
     }
