@@ -1,2 +1,28 @@
-//! Project tasks.
-fn main() {}
+//! Project tasks: `cargo xtask bench [--runs N] [--only GROUP]`.
+//!
+//! Benchmarks here are side by side: every measurement of ours is taken in
+//! the same run, on the same data, alternating with a peer (GNU tar, kernel
+//! overlayfs, fuse-overlayfs), and reported as a ratio of medians. Absolute
+//! times on these shared machines mean little; ratios do.
+
+mod bench;
+mod measure;
+
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
+        Some("bench") => match bench::run(&args[1..]) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("xtask bench: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        _ => {
+            eprintln!("usage: cargo xtask bench [--runs N] [--only GROUP]");
+            ExitCode::from(2)
+        }
+    }
+}
