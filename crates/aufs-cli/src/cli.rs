@@ -94,4 +94,21 @@ pub enum Command {
         #[arg(value_parser = layer_id)]
         id: LayerId,
     },
+    /// Take a reference and mount the union of a layer and its parents.
+    Mount {
+        /// The layer.
+        #[arg(value_parser = layer_id)]
+        id: LayerId,
+        /// SELinux mount label.
+        #[arg(long, default_value = "")]
+        mount_label: String,
+    },
+    /// Drop one reference; unmount when none is left.
+    Unmount {
+        /// The layer.
+        #[arg(value_parser = layer_id)]
+        id: LayerId,
+    },
+    /// Unmount everything under the root.
+    Cleanup,
 }

@@ -54,6 +54,18 @@ pub fn run(cli: &Cli) -> Result<(), Failure> {
             }
         }
         Command::Rm { id } => driver.remove(id)?,
+        Command::Mount { id, mount_label } => {
+            let path = driver.get(id, mount_label)?;
+            let canonical =
+                std::fs::canonicalize(&path).map_err(|e| Failure::Error(format!("{path}: {e}")))?;
+            if cli.json {
+                print_json(&json!({"path": canonical.to_string_lossy()}));
+            } else {
+                println!("{}", canonical.display());
+            }
+        }
+        Command::Unmount { id } => driver.put(id)?,
+        Command::Cleanup => driver.cleanup()?,
     }
     Ok(())
 }

@@ -242,3 +242,22 @@ fn verbose_logs_go_to_stderr_never_stdout() {
     assert!(o.stdout.is_empty());
     assert!(String::from_utf8_lossy(&o.stderr).contains("storage_driver"));
 }
+
+#[test]
+fn mount_of_a_parentless_layer_is_its_diff_dir_and_counts_references() {
+    let c = Ctl::new();
+    c.ok(&["create", "a"]);
+    let p = c.ok(&["mount", "a"]);
+    let expected = std::fs::canonicalize(c.root.join("diff/a")).unwrap();
+    assert_eq!(p.trim_end(), expected.to_str().unwrap());
+    c.ok(&["mount", "a"]);
+    assert_eq!(std::fs::read_to_string(c.root.join("refs/a")).unwrap(), "2\n");
+    c.ok(&["unmount", "a"]);
+    c.ok(&["unmount", "a"]);
+    assert!(!c.root.join("refs/a").exists());
+    let v: serde_json::Value = serde_json::from_str(&c.ok(&["--json", "mount", "a"])).unwrap();
+    assert_eq!(v["path"], expected.to_str().unwrap());
+    c.ok(&["cleanup"]);
+    assert!(!c.root.join("refs/a").exists(), "cleanup forgets references");
+    assert!(c.fails(1, &["mount", "ghost"]).contains("layer ghost does not exist"));
+}
