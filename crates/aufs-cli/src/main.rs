@@ -53,6 +53,11 @@ fn init_logging(verbose: u8, quiet: u8) {
 }
 
 fn main() -> ExitCode {
+    let mut args = std::env::args_os().skip(1);
+    if args.next().as_deref() == Some(std::ffi::OsStr::new(wiring::UNION_SERVER_ARG)) {
+        let code = aufs_fuse::server::run_from_args(args);
+        return ExitCode::from(u8::try_from(code).unwrap_or(1));
+    }
     let cli = match cli::Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {

@@ -5,12 +5,15 @@ use crate::Failure;
 use aufs_driver::kernel::KernelAufs;
 use aufs_driver::support::{self, BackendChoice};
 use aufs_driver::{Driver, DriverConfig, Ports, RefStore};
+use aufs_fuse::{FuseBackend, Launcher};
 use aufs_linux::{FlockLocks, LinuxFilesystem, LinuxHost, LinuxMounter};
 use aufs_ports::{BackendKind, Filesystem, Host, SystemClock, UnionBackend};
 use camino::Utf8PathBuf;
 use std::sync::Arc;
 
-mod fuse_backend;
+/// The hidden first argument that makes this binary a FUSE union server
+/// (the backend starts one detached server per mount).
+pub const UNION_SERVER_ARG: &str = "__union-server";
 
 /// Opens the driver on `--root` with the chosen backend, as `Init` does.
 pub fn open_driver(cli: &Cli) -> Result<Driver, Failure> {
@@ -25,11 +28,24 @@ pub fn open_driver(cli: &Cli) -> Result<Driver, Failure> {
             host.clone(),
             Arc::new(SystemClock),
         )),
-        BackendKind::Fuse => Arc::new(fuse_backend::backend()),
+        BackendKind::Fuse => {
+            let exe = std::env::current_exe().map_err(|e| {
+                Failure::Error(format!(
+                    "cannot find this program to run the union server: {e}"
+                ))
+            })?;
+            Arc::new(FuseBackend::new(
+                Launcher::new(exe, vec![UNION_SERVER_ARG.into()]),
+                root.join("fuse"),
+            ))
+        }
     };
-    // The root must exist before its lock dir; Init creates the rest.
-    fs.create_dir_all(&root, 0o700, None)
-        .map_err(|e| Failure::Error(format!("create root {root}: {e}")))?;
+    // The root must exist before its lock and server state dirs; Init
+    // creates the rest.
+    for dir in [root.clone(), root.join("fuse")] {
+        fs.create_dir_all(&dir, 0o700, None)
+            .map_err(|e| Failure::Error(format!("create dir {dir}: {e}")))?;
+    }
     let locks = FlockLocks::new(root.join("locks"))
         .map_err(|e| Failure::Error(format!("lock dir {root}/locks: {e}")))?;
     let mut config = DriverConfig::new(root);

@@ -251,13 +251,21 @@ fn mount_of_a_parentless_layer_is_its_diff_dir_and_counts_references() {
     let expected = std::fs::canonicalize(c.root.join("diff/a")).unwrap();
     assert_eq!(p.trim_end(), expected.to_str().unwrap());
     c.ok(&["mount", "a"]);
-    assert_eq!(std::fs::read_to_string(c.root.join("refs/a")).unwrap(), "2\n");
+    assert_eq!(
+        std::fs::read_to_string(c.root.join("refs/a")).unwrap(),
+        "2\n"
+    );
     c.ok(&["unmount", "a"]);
     c.ok(&["unmount", "a"]);
     assert!(!c.root.join("refs/a").exists());
     let v: serde_json::Value = serde_json::from_str(&c.ok(&["--json", "mount", "a"])).unwrap();
     assert_eq!(v["path"], expected.to_str().unwrap());
     c.ok(&["cleanup"]);
-    assert!(!c.root.join("refs/a").exists(), "cleanup forgets references");
-    assert!(c.fails(1, &["mount", "ghost"]).contains("layer ghost does not exist"));
+    assert!(
+        !c.root.join("refs/a").exists(),
+        "cleanup forgets references"
+    );
+    assert!(c
+        .fails(1, &["mount", "ghost"])
+        .contains("layer ghost does not exist"));
 }

@@ -15,6 +15,7 @@ pub mod fs_magic;
 pub mod id;
 pub mod idmap;
 pub mod layers_file;
+pub mod union_model;
 pub mod whiteout;
 
 pub use branch::{MountPlan, MountPlanError, MountPlanOptions};

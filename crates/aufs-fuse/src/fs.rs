@@ -1,0 +1,947 @@
+//! The FUSE filesystem: kernel requests mapped onto a [`UnionView`].
+
+use crate::nodes::NodeTable;
+use aufs_model::whiteout::is_reserved;
+use aufs_union::{DirEntry, Entry, EntryKind, NewNode, Owner, UnionError, UnionView};
+use fuser::{
+    AccessFlags, BsdFileFlags, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags,
+    Generation, INodeNo, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate,
+    ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyLseek, ReplyOpen, ReplyStatfs,
+    ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
+};
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::fs::{File, Metadata};
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// How long the kernel may cache entries and attributes. Every change goes
+/// through this filesystem, so the kernel learns about it from our replies.
+const TTL: Duration = Duration::from_secs(1);
+
+/// The changes of one `setattr` request.
+struct SetAttr {
+    mode: Option<u32>,
+    uid: Option<u32>,
+    gid: Option<u32>,
+    size: Option<u64>,
+    atime: Option<TimeOrNow>,
+    mtime: Option<TimeOrNow>,
+    fh: Option<FileHandle>,
+}
+
+struct OpenFile {
+    file: File,
+}
+
+/// A [`fuser::Filesystem`] showing a [`UnionView`].
+pub struct UnionFs {
+    view: UnionView,
+    nodes: Mutex<NodeTable>,
+    files: Mutex<HashMap<u64, Arc<OpenFile>>>,
+    dirs: Mutex<HashMap<u64, Arc<Vec<DirEntry>>>>,
+    next_fh: AtomicU64,
+}
+
+impl std::fmt::Debug for UnionFs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UnionFs").field("view", &self.view).finish()
+    }
+}
+
+fn errno(e: &UnionError) -> Errno {
+    tracing::debug!(storage_driver = "aufs", error = %e, "union op failed");
+    Errno::from_i32(e.errno())
+}
+
+fn io_errno(e: io::Error) -> Errno {
+    Errno::from_i32(e.raw_os_error().unwrap_or(libc::EIO))
+}
+
+fn time(secs: i64, nsecs: i64) -> SystemTime {
+    let nsecs = u32::try_from(nsecs).unwrap_or(0);
+    if secs >= 0 {
+        UNIX_EPOCH + Duration::new(secs.unsigned_abs(), nsecs)
+    } else {
+        UNIX_EPOCH - Duration::new(secs.unsigned_abs(), 0) + Duration::new(0, nsecs)
+    }
+}
+
+fn file_type(kind: EntryKind) -> FileType {
+    match kind {
+        EntryKind::File => FileType::RegularFile,
+        EntryKind::Dir => FileType::Directory,
+        EntryKind::Symlink => FileType::Symlink,
+        EntryKind::CharDevice => FileType::CharDevice,
+        EntryKind::BlockDevice => FileType::BlockDevice,
+        EntryKind::Fifo => FileType::NamedPipe,
+        EntryKind::Socket => FileType::Socket,
+    }
+}
+
+fn attr(ino: u64, md: &Metadata) -> FileAttr {
+    FileAttr {
+        ino: INodeNo(ino),
+        size: md.size(),
+        blocks: md.blocks(),
+        atime: time(md.atime(), md.atime_nsec()),
+        mtime: time(md.mtime(), md.mtime_nsec()),
+        ctime: time(md.ctime(), md.ctime_nsec()),
+        crtime: UNIX_EPOCH,
+        kind: file_type(EntryKind::from_file_type(md.file_type())),
+        perm: (md.mode() & 0o7777) as u16,
+        nlink: u32::try_from(md.nlink()).unwrap_or(u32::MAX),
+        uid: md.uid(),
+        gid: md.gid(),
+        rdev: md.rdev() as u32,
+        blksize: md.blksize() as u32,
+        flags: 0,
+    }
+}
+
+fn entry_attr(e: &Entry) -> FileAttr {
+    attr(e.ino, &e.metadata)
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Flags for opening the real file: creation is ours, offsets are the
+/// kernel's (so no `O_APPEND`), and no following of symlinks.
+fn real_open_flags(flags: i32) -> i32 {
+    (flags & !(libc::O_CREAT | libc::O_EXCL | libc::O_NOCTTY | libc::O_APPEND | libc::O_DIRECT))
+        | libc::O_NOFOLLOW
+        | libc::O_CLOEXEC
+}
+
+fn open_real(path: &Path, flags: i32) -> io::Result<File> {
+    let acc = flags & libc::O_ACCMODE;
+    std::fs::OpenOptions::new()
+        .read(acc == libc::O_RDONLY || acc == libc::O_RDWR)
+        .write(acc == libc::O_WRONLY || acc == libc::O_RDWR)
+        .custom_flags(real_open_flags(flags) & !libc::O_ACCMODE)
+        .open(path)
+}
+
+impl UnionFs {
+    /// A filesystem over `view`.
+    pub fn new(view: UnionView) -> Self {
+        UnionFs {
+            view,
+            nodes: Mutex::new(NodeTable::default()),
+            files: Mutex::new(HashMap::new()),
+            dirs: Mutex::new(HashMap::new()),
+            next_fh: AtomicU64::new(1),
+        }
+    }
+
+    fn path(&self, ino: INodeNo) -> Result<PathBuf, Errno> {
+        lock(&self.nodes).path(ino.0).ok_or(Errno::ENOENT)
+    }
+
+    fn child(&self, parent: INodeNo, name: &OsStr) -> Result<PathBuf, Errno> {
+        Ok(self.path(parent)?.join(name))
+    }
+
+    fn lookup_path(&self, path: &Path) -> Result<Entry, Errno> {
+        match self.view.lookup(path) {
+            Ok(Some(e)) => Ok(e),
+            Ok(None) => Err(Errno::ENOENT),
+            Err(e) => Err(errno(&e)),
+        }
+    }
+
+    /// Attributes of node `ino`, reported under that number.
+    fn node_attr(&self, ino: INodeNo) -> Result<FileAttr, Errno> {
+        let path = self.path(ino)?;
+        let e = self.lookup_path(&path)?;
+        Ok(attr(ino.0, &e.metadata))
+    }
+
+    fn file(&self, fh: FileHandle) -> Result<Arc<OpenFile>, Errno> {
+        lock(&self.files).get(&fh.0).cloned().ok_or(Errno::EBADF)
+    }
+
+    fn add_file(&self, file: File) -> FileHandle {
+        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        lock(&self.files).insert(fh, Arc::new(OpenFile { file }));
+        FileHandle(fh)
+    }
+
+    fn new_entry(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        node: NewNode<'_>,
+    ) -> Result<Entry, Errno> {
+        if is_reserved(name.as_bytes()) {
+            return Err(Errno::EINVAL);
+        }
+        let path = self.child(parent, name)?;
+        let owner = Owner {
+            uid: req.uid(),
+            gid: req.gid(),
+        };
+        let e = self
+            .view
+            .create(&path, node, Some(owner))
+            .map_err(|e| errno(&e))?;
+        lock(&self.nodes).remember(parent.0, name, e.ino);
+        Ok(e)
+    }
+
+    fn reply_entry(&self, reply: ReplyEntry, r: Result<Entry, Errno>) {
+        match r {
+            Ok(e) => reply.entry(&TTL, &entry_attr(&e), Generation(0)),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn setattr_inner(&self, ino: INodeNo, set: SetAttr) -> Result<FileAttr, Errno> {
+        let SetAttr {
+            mode,
+            uid,
+            gid,
+            size,
+            atime,
+            mtime,
+            fh,
+        } = set;
+        let path = self.path(ino)?;
+        let e = self
+            .view
+            .copy_up(&path, size != Some(0))
+            .map_err(|e| errno(&e))?;
+        let real = &e.real_path;
+        if let Some(size) = size {
+            match fh.map(|fh| self.file(fh)) {
+                Some(Ok(f)) => f.file.set_len(size).map_err(io_errno)?,
+                _ => std::fs::OpenOptions::new()
+                    .write(true)
+                    .custom_flags(libc::O_NOFOLLOW)
+                    .open(real)
+                    .and_then(|f| f.set_len(size))
+                    .map_err(io_errno)?,
+            }
+        }
+        if uid.is_some() || gid.is_some() {
+            std::os::unix::fs::lchown(real, uid, gid).map_err(io_errno)?;
+        }
+        if let Some(mode) = mode {
+            if !e.metadata.file_type().is_symlink() {
+                std::fs::set_permissions(real, std::fs::Permissions::from_mode(mode & 0o7777))
+                    .map_err(io_errno)?;
+            }
+        }
+        if atime.is_some() || mtime.is_some() {
+            let ts = |t: Option<TimeOrNow>| match t {
+                None => rustix::fs::Timespec {
+                    tv_sec: 0,
+                    tv_nsec: rustix::fs::UTIME_OMIT,
+                },
+                Some(TimeOrNow::Now) => rustix::fs::Timespec {
+                    tv_sec: 0,
+                    tv_nsec: rustix::fs::UTIME_NOW,
+                },
+                Some(TimeOrNow::SpecificTime(t)) => {
+                    let (s, ns) = match t.duration_since(UNIX_EPOCH) {
+                        Ok(d) => (d.as_secs() as i64, d.subsec_nanos()),
+                        Err(e) => {
+                            let d = e.duration();
+                            if d.subsec_nanos() == 0 {
+                                (-(d.as_secs() as i64), 0)
+                            } else {
+                                (-(d.as_secs() as i64) - 1, 1_000_000_000 - d.subsec_nanos())
+                            }
+                        }
+                    };
+                    rustix::fs::Timespec {
+                        tv_sec: s,
+                        tv_nsec: ns.into(),
+                    }
+                }
+            };
+            let times = rustix::fs::Timestamps {
+                last_access: ts(atime),
+                last_modification: ts(mtime),
+            };
+            rustix::fs::utimensat(
+                rustix::fs::CWD,
+                real,
+                &times,
+                rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+            )
+            .map_err(|e| Errno::from_i32(e.raw_os_error()))?;
+        }
+        let md = std::fs::symlink_metadata(real).map_err(io_errno)?;
+        Ok(attr(ino.0, &md))
+    }
+
+    fn open_inner(&self, ino: INodeNo, flags: i32) -> Result<(FileHandle, FopenFlags), Errno> {
+        let path = self.path(ino)?;
+        let acc = flags & libc::O_ACCMODE;
+        let writes = acc != libc::O_RDONLY || flags & libc::O_TRUNC != 0;
+        let e = if writes {
+            self.view
+                .copy_up(&path, flags & libc::O_TRUNC == 0)
+                .map_err(|e| errno(&e))?
+        } else {
+            self.lookup_path(&path)?
+        };
+        let file = open_real(&e.real_path, flags).map_err(io_errno)?;
+        // Data of a read-only branch never changes: keep the page cache.
+        let fopen = if !self.view.branches()[e.branch_index].writable {
+            FopenFlags::FOPEN_KEEP_CACHE
+        } else {
+            FopenFlags::empty()
+        };
+        Ok((self.add_file(file), fopen))
+    }
+
+    fn xattr_reply(reply: ReplyXattr, size: u32, data: Result<Vec<u8>, Errno>) {
+        match data {
+            Err(e) => reply.error(e),
+            Ok(d) if size == 0 => reply.size(d.len() as u32),
+            Ok(d) if d.len() > size as usize => reply.error(Errno::ERANGE),
+            Ok(d) => reply.data(&d),
+        }
+    }
+
+    fn real_of(&self, ino: INodeNo) -> Result<Entry, Errno> {
+        let path = self.path(ino)?;
+        self.lookup_path(&path)
+    }
+
+    fn writable_real(&self, ino: INodeNo) -> Result<Entry, Errno> {
+        let path = self.path(ino)?;
+        self.view.copy_up(&path, true).map_err(|e| errno(&e))
+    }
+}
+
+fn rustix_errno(e: rustix::io::Errno) -> Errno {
+    Errno::from_i32(e.raw_os_error())
+}
+
+fn get_xattr(path: &Path, name: &OsStr) -> Result<Vec<u8>, Errno> {
+    loop {
+        let len = rustix::fs::lgetxattr_query(path, name).map_err(rustix_errno)?;
+        let mut buf = vec![0u8; len];
+        match rustix::fs::lgetxattr(path, name, &mut buf[..]) {
+            Ok(n) => {
+                buf.truncate(n);
+                return Ok(buf);
+            }
+            Err(rustix::io::Errno::RANGE) => continue,
+            Err(e) => return Err(rustix_errno(e)),
+        }
+    }
+}
+
+fn list_xattr(path: &Path) -> Result<Vec<u8>, Errno> {
+    loop {
+        let len = rustix::fs::llistxattr_query(path).map_err(rustix_errno)?;
+        let mut buf = vec![0u8; len];
+        match rustix::fs::llistxattr(path, &mut buf[..]) {
+            Ok(n) => {
+                buf.truncate(n);
+                return Ok(buf);
+            }
+            Err(rustix::io::Errno::RANGE) => continue,
+            Err(e) => return Err(rustix_errno(e)),
+        }
+    }
+}
+
+impl Filesystem for UnionFs {
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> io::Result<()> {
+        let _ = config.add_capabilities(fuser::InitFlags::FUSE_PARALLEL_DIROPS);
+        Ok(())
+    }
+
+    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        let r = self.child(parent, name).and_then(|p| {
+            let e = self.lookup_path(&p)?;
+            lock(&self.nodes).remember(parent.0, name, e.ino);
+            Ok(e)
+        });
+        self.reply_entry(reply, r);
+    }
+
+    fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
+        lock(&self.nodes).forget(ino.0, nlookup);
+    }
+
+    fn getattr(&self, _req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
+        let r = match fh.map(|fh| self.file(fh)) {
+            Some(Ok(f)) => f
+                .file
+                .metadata()
+                .map(|md| attr(ino.0, &md))
+                .map_err(io_errno),
+            _ => self.node_attr(ino),
+        };
+        match r {
+            Ok(a) => reply.attr(&TTL, &a),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn setattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        size: Option<u64>,
+        atime: Option<TimeOrNow>,
+        mtime: Option<TimeOrNow>,
+        _ctime: Option<SystemTime>,
+        fh: Option<FileHandle>,
+        _crtime: Option<SystemTime>,
+        _chgtime: Option<SystemTime>,
+        _bkuptime: Option<SystemTime>,
+        _flags: Option<BsdFileFlags>,
+        reply: ReplyAttr,
+    ) {
+        let set = SetAttr {
+            mode,
+            uid,
+            gid,
+            size,
+            atime,
+            mtime,
+            fh,
+        };
+        match self.setattr_inner(ino, set) {
+            Ok(a) => reply.attr(&TTL, &a),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+        match self
+            .real_of(ino)
+            .and_then(|e| std::fs::read_link(&e.real_path).map_err(io_errno))
+        {
+            Ok(t) => reply.data(t.as_os_str().as_bytes()),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn mknod(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        _umask: u32,
+        rdev: u32,
+        reply: ReplyEntry,
+    ) {
+        let node = match mode & libc::S_IFMT {
+            libc::S_IFREG | 0 => NewNode::File { mode },
+            libc::S_IFDIR => NewNode::Dir { mode },
+            _ => NewNode::Special {
+                mode,
+                rdev: rdev.into(),
+            },
+        };
+        let r = self.new_entry(req, parent, name, node);
+        self.reply_entry(reply, r);
+    }
+
+    fn mkdir(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        _umask: u32,
+        reply: ReplyEntry,
+    ) {
+        let r = self.new_entry(req, parent, name, NewNode::Dir { mode });
+        self.reply_entry(reply, r);
+    }
+
+    fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let r = self.child(parent, name).and_then(|p| {
+            let ino = self.lookup_path(&p)?.ino;
+            self.view.unlink(&p).map_err(|e| errno(&e))?;
+            lock(&self.nodes).unlink(parent.0, name, ino);
+            Ok(())
+        });
+        match r {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let r = self.child(parent, name).and_then(|p| {
+            let ino = self.lookup_path(&p)?.ino;
+            self.view.rmdir(&p).map_err(|e| errno(&e))?;
+            lock(&self.nodes).unlink(parent.0, name, ino);
+            Ok(())
+        });
+        match r {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn symlink(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        link_name: &OsStr,
+        target: &Path,
+        reply: ReplyEntry,
+    ) {
+        let r = self.new_entry(req, parent, link_name, NewNode::Symlink { target });
+        self.reply_entry(reply, r);
+    }
+
+    fn rename(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        newparent: INodeNo,
+        newname: &OsStr,
+        flags: RenameFlags,
+        reply: ReplyEmpty,
+    ) {
+        let r = (|| {
+            if flags.intersects(RenameFlags::RENAME_EXCHANGE | RenameFlags::RENAME_WHITEOUT) {
+                return Err(Errno::EINVAL);
+            }
+            if is_reserved(newname.as_bytes()) {
+                return Err(Errno::EINVAL);
+            }
+            let src = self.child(parent, name)?;
+            let dst = self.child(newparent, newname)?;
+            let src_ino = self.lookup_path(&src)?.ino;
+            let dst_ino = self.view.lookup(&dst).ok().flatten().map(|e| e.ino);
+            self.view
+                .rename(&src, &dst, flags.contains(RenameFlags::RENAME_NOREPLACE))
+                .map_err(|e| errno(&e))?;
+            let mut nodes = lock(&self.nodes);
+            if let Some(d) = dst_ino {
+                nodes.unlink(newparent.0, newname, d);
+            }
+            nodes.rename(src_ino, parent.0, name, newparent.0, newname);
+            Ok(())
+        })();
+        match r {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn link(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        newparent: INodeNo,
+        newname: &OsStr,
+        reply: ReplyEntry,
+    ) {
+        let r = (|| {
+            if is_reserved(newname.as_bytes()) {
+                return Err(Errno::EINVAL);
+            }
+            let src = self.path(ino)?;
+            let dst = self.child(newparent, newname)?;
+            let e = self.view.link(&src, &dst).map_err(|e| errno(&e))?;
+            lock(&self.nodes).remember(newparent.0, newname, e.ino);
+            Ok(e)
+        })();
+        self.reply_entry(reply, r);
+    }
+
+    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        match self.open_inner(ino, flags.0) {
+            Ok((fh, fopen)) => reply.opened(fh, fopen),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn read(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
+        let r = self.file(fh).and_then(|f| {
+            let mut buf = vec![0u8; size as usize];
+            let mut done = 0;
+            while done < buf.len() {
+                match f.file.read_at(&mut buf[done..], offset + done as u64) {
+                    Ok(0) => break,
+                    Ok(n) => done += n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(io_errno(e)),
+                }
+            }
+            buf.truncate(done);
+            Ok(buf)
+        });
+        match r {
+            Ok(d) => reply.data(&d),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn write(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        data: &[u8],
+        _write_flags: WriteFlags,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyWrite,
+    ) {
+        match self
+            .file(fh)
+            .and_then(|f| f.file.write_all_at(data, offset).map_err(io_errno))
+        {
+            Ok(()) => reply.written(data.len() as u32),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn flush(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _lock_owner: LockOwner,
+        reply: ReplyEmpty,
+    ) {
+        match self.file(fh) {
+            Ok(_) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn release(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        lock(&self.files).remove(&fh.0);
+        reply.ok();
+    }
+
+    fn fsync(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        let r = self.file(fh).and_then(|f| {
+            if datasync {
+                f.file.sync_data()
+            } else {
+                f.file.sync_all()
+            }
+            .map_err(io_errno)
+        });
+        match r {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        let r = self.path(ino).and_then(|p| {
+            let list = self.view.read_dir(&p).map_err(|e| errno(&e))?;
+            let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+            lock(&self.dirs).insert(fh, Arc::new(list));
+            Ok(FileHandle(fh))
+        });
+        match r {
+            Ok(fh) => reply.opened(fh, FopenFlags::empty()),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn readdir(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectory,
+    ) {
+        let Some(list) = lock(&self.dirs).get(&fh.0).cloned() else {
+            reply.error(Errno::EBADF);
+            return;
+        };
+        let parent = lock(&self.nodes).parent(ino.0);
+        // Offsets: 1 = ".", 2 = "..", 3.. = the snapshot taken at opendir.
+        let mut i = offset;
+        loop {
+            let full = match i {
+                0 => reply.add(ino, 1, FileType::Directory, "."),
+                1 => reply.add(INodeNo(parent), 2, FileType::Directory, ".."),
+                n => match list.get((n - 2) as usize) {
+                    Some(e) => reply.add(INodeNo(e.ino), n + 1, file_type(e.kind), &e.name),
+                    None => break,
+                },
+            };
+            if full {
+                break;
+            }
+            i += 1;
+        }
+        reply.ok();
+    }
+
+    fn releasedir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        reply: ReplyEmpty,
+    ) {
+        lock(&self.dirs).remove(&fh.0);
+        reply.ok();
+    }
+
+    fn fsyncdir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        reply.ok();
+    }
+
+    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        let root = &self.view.branches()[0].root;
+        match rustix::fs::statvfs(root.as_std_path()) {
+            Ok(s) => reply.statfs(
+                s.f_blocks,
+                s.f_bfree,
+                s.f_bavail,
+                s.f_files,
+                s.f_ffree,
+                s.f_bsize as u32,
+                s.f_namemax as u32,
+                s.f_frsize as u32,
+            ),
+            Err(e) => reply.error(rustix_errno(e)),
+        }
+    }
+
+    fn setxattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        name: &OsStr,
+        value: &[u8],
+        flags: i32,
+        _position: u32,
+        reply: ReplyEmpty,
+    ) {
+        let r = self.writable_real(ino).and_then(|e| {
+            rustix::fs::lsetxattr(
+                &e.real_path,
+                name,
+                value,
+                rustix::fs::XattrFlags::from_bits_retain(flags as u32),
+            )
+            .map_err(rustix_errno)
+        });
+        match r {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        let data = self
+            .real_of(ino)
+            .and_then(|e| get_xattr(&e.real_path, name));
+        Self::xattr_reply(reply, size, data);
+    }
+
+    fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        let data = self.real_of(ino).and_then(|e| list_xattr(&e.real_path));
+        Self::xattr_reply(reply, size, data);
+    }
+
+    fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let r = self.real_of(ino).and_then(|e| {
+            // Nothing to copy up for a missing attribute.
+            get_xattr(&e.real_path, name)?;
+            let e = self.writable_real(ino)?;
+            rustix::fs::lremovexattr(&e.real_path, name).map_err(rustix_errno)
+        });
+        match r {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn access(&self, _req: &Request, ino: INodeNo, _mask: AccessFlags, reply: ReplyEmpty) {
+        // Permission checks are the kernel's (`default_permissions`).
+        match self.node_attr(ino) {
+            Ok(_) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn create(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        _umask: u32,
+        flags: i32,
+        reply: ReplyCreate,
+    ) {
+        let r = self
+            .new_entry(req, parent, name, NewNode::File { mode })
+            .and_then(|e| {
+                let file = open_real(&e.real_path, flags & !libc::O_TRUNC).map_err(io_errno)?;
+                Ok((e, self.add_file(file)))
+            });
+        match r {
+            Ok((e, fh)) => reply.created(
+                &TTL,
+                &entry_attr(&e),
+                Generation(0),
+                fh,
+                FopenFlags::empty(),
+            ),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn fallocate(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        length: u64,
+        mode: i32,
+        reply: ReplyEmpty,
+    ) {
+        let r = self.file(fh).and_then(|f| {
+            rustix::fs::fallocate(
+                &f.file,
+                rustix::fs::FallocateFlags::from_bits_retain(mode as u32),
+                offset,
+                length,
+            )
+            .map_err(rustix_errno)
+        });
+        match r {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn ioctl(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _flags: fuser::IoctlFlags,
+        _cmd: u32,
+        _in_data: &[u8],
+        _out_size: u32,
+        reply: fuser::ReplyIoctl,
+    ) {
+        // No ioctls (FS_IOC_GETFLAGS and the like) pass through the union.
+        reply.error(Errno::from_i32(libc::ENOTTY));
+    }
+
+    fn copy_file_range(
+        &self,
+        _req: &Request,
+        _ino_in: INodeNo,
+        fh_in: FileHandle,
+        offset_in: u64,
+        _ino_out: INodeNo,
+        fh_out: FileHandle,
+        offset_out: u64,
+        len: u64,
+        _flags: fuser::CopyFileRangeFlags,
+        reply: ReplyWrite,
+    ) {
+        let r = self.file(fh_in).and_then(|src| {
+            let dst = self.file(fh_out)?;
+            let (mut off_in, mut off_out) = (offset_in, offset_out);
+            let want = usize::try_from(len).unwrap_or(usize::MAX).min(1 << 30);
+            rustix::fs::copy_file_range(
+                &src.file,
+                Some(&mut off_in),
+                &dst.file,
+                Some(&mut off_out),
+                want,
+            )
+            .map_err(rustix_errno)
+        });
+        match r {
+            Ok(n) => reply.written(n as u32),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn lseek(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: i64,
+        whence: i32,
+        reply: ReplyLseek,
+    ) {
+        let r = self.file(fh).and_then(|f| {
+            let off = u64::try_from(offset).map_err(|_| Errno::EINVAL)?;
+            let pos = match whence {
+                libc::SEEK_DATA => rustix::fs::SeekFrom::Data(off),
+                libc::SEEK_HOLE => rustix::fs::SeekFrom::Hole(off),
+                libc::SEEK_SET => rustix::fs::SeekFrom::Start(off),
+                libc::SEEK_END => rustix::fs::SeekFrom::End(offset),
+                _ => return Err(Errno::EINVAL),
+            };
+            rustix::fs::seek(&f.file, pos).map_err(rustix_errno)
+        });
+        match r {
+            Ok(o) => reply.offset(o as i64),
+            Err(e) => reply.error(e),
+        }
+    }
+}

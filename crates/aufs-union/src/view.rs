@@ -1,0 +1,354 @@
+//! The read side of the union: lookup and merged listings.
+
+use crate::branch::Branch;
+use crate::entry::{DirEntry, Entry, EntryKind};
+use crate::error::{Result, UnionError};
+use crate::path::components;
+use crate::ro_index::{RoDir, RoIndex};
+use crate::xino::{Xino, ROOT_INO};
+use aufs_model::whiteout::{
+    classify_bytes, whiteout_target_bytes, NameKind, WHITEOUT_OPAQUE_DIR, WHITEOUT_PREFIX,
+};
+use camino::Utf8Path;
+use std::collections::{BTreeMap, HashSet};
+use std::ffi::{OsStr, OsString};
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{DirEntryExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+/// An aufs union of real branch directories: one optional read-write branch
+/// over read-only branches, nearest first.
+///
+/// Reads follow aufs: lookup goes top-down, `.wh.NAME` hides `NAME` below,
+/// `.wh..wh..opq` makes a directory hide everything below it, `.wh..wh.*`
+/// names never show. The read-only part of every directory is indexed once
+/// (read-only branches never change), so lookups cost the same on a chain of
+/// 2 or 200 layers; the rw branch is always read live.
+///
+/// Inode numbers ([`Entry::ino`]) are stable across views of the same
+/// branches: the real inode number when the file lives on the device of the
+/// top branch, else a mix of (device, inode); a merged directory takes the
+/// number of its lowest part, so copy-up never changes it; the root is
+/// [`crate::ROOT_INO`].
+#[derive(Debug)]
+pub struct UnionView {
+    pub(crate) branches: Vec<Branch>,
+    pub(crate) rw: Option<usize>,
+    ro_chain: Vec<usize>,
+    pub(crate) xino: Xino,
+    ro_index: RoIndex,
+    pub(crate) write_lock: Mutex<()>,
+}
+
+/// A directory of the union, resolved: where its rw part is, and its
+/// read-only part when still visible.
+#[derive(Debug, Clone)]
+pub(crate) struct DirState {
+    pub path: PathBuf,
+    pub rw: Option<PathBuf>,
+    pub ro: Option<Arc<RoDir>>,
+}
+
+/// A lookup result together with the state needed to descend into it.
+#[derive(Debug)]
+pub(crate) struct Found {
+    pub entry: Entry,
+    /// The rw directory, when the entry is a directory present in rw.
+    pub rw_dir: Option<PathBuf>,
+    /// The read-only chain, when the entry is a directory with a visible
+    /// read-only part.
+    pub ro_chain: Option<Box<[usize]>>,
+}
+
+pub(crate) fn exists(path: &Path) -> Result<bool> {
+    match std::fs::symlink_metadata(path) {
+        Ok(_) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(e) if e.raw_os_error() == Some(libc::ENOTDIR) => Ok(false),
+        Err(e) => Err(UnionError::io("lstat", path, e)),
+    }
+}
+
+pub(crate) fn whiteout_name(name: &OsStr) -> OsString {
+    let mut s = OsString::from(WHITEOUT_PREFIX);
+    s.push(name);
+    s
+}
+
+impl UnionView {
+    /// Opens a view over `rw` (if any) and `ro` (nearest first). Nothing is
+    /// written anywhere.
+    pub fn open(rw: Option<&Utf8Path>, ro: &[&Utf8Path]) -> Result<Self> {
+        let mut branches = Vec::with_capacity(ro.len() + 1);
+        if let Some(rw) = rw {
+            branches.push(Branch::open(rw, true)?);
+        }
+        for r in ro {
+            branches.push(Branch::open(r, false)?);
+        }
+        let base_dev = branches.first().map(|b| b.dev).unwrap_or(0);
+        let rw_index = rw.map(|_| 0);
+        let ro_chain = (rw_index.map_or(0, |_| 1)..branches.len()).collect();
+        Ok(UnionView {
+            branches,
+            rw: rw_index,
+            ro_chain,
+            xino: Xino::new(base_dev),
+            ro_index: RoIndex::new(),
+            write_lock: Mutex::new(()),
+        })
+    }
+
+    /// The branches, topmost first ([`Entry::branch_index`] indexes this).
+    pub fn branches(&self) -> &[Branch] {
+        &self.branches
+    }
+
+    /// The rw branch root, if the union has one.
+    pub fn rw_root(&self) -> Option<&Utf8Path> {
+        self.rw.map(|i| self.branches[i].root.as_path())
+    }
+
+    pub(crate) fn root_state(&self) -> Result<DirState> {
+        let rw = self.rw_root().map(|r| r.as_std_path().to_path_buf());
+        let opaque = match &rw {
+            Some(r) => exists(&r.join(WHITEOUT_OPAQUE_DIR))?,
+            None => false,
+        };
+        let ro = if opaque || self.ro_chain.is_empty() {
+            None
+        } else {
+            Some(self.ro_dir(Path::new(""), &self.ro_chain)?)
+        };
+        Ok(DirState {
+            path: PathBuf::new(),
+            rw,
+            ro,
+        })
+    }
+
+    fn ro_dir(&self, path: &Path, chain: &[usize]) -> Result<Arc<RoDir>> {
+        self.ro_index.dir(&self.branches, &self.xino, path, chain)
+    }
+
+    /// The entry of the union root.
+    fn root_entry(&self) -> Result<Entry> {
+        let top = &self.branches[0];
+        let real = top.root.as_std_path().to_path_buf();
+        let metadata = std::fs::metadata(&real).map_err(|e| UnionError::io("stat", &real, e))?;
+        Ok(Entry {
+            branch_index: 0,
+            real_path: real,
+            metadata,
+            ino: ROOT_INO,
+        })
+    }
+
+    /// Looks `name` up in directory `dir`.
+    pub(crate) fn lookup_in(&self, dir: &DirState, name: &OsStr) -> Result<Option<Found>> {
+        if classify_bytes(name.as_bytes()) != NameKind::Plain {
+            return Ok(None);
+        }
+        let ro_entry = dir.ro.as_ref().and_then(|d| d.entries.get(name));
+        let path = dir.path.join(name);
+        if let (Some(rw_dir), Some(rw_index)) = (&dir.rw, self.rw) {
+            let real = rw_dir.join(name);
+            match std::fs::symlink_metadata(&real) {
+                Ok(metadata) => {
+                    let is_dir = metadata.is_dir();
+                    let ro_chain = match ro_entry {
+                        Some(e)
+                            if is_dir
+                                && e.kind == EntryKind::Dir
+                                && !exists(&rw_dir.join(whiteout_name(name)))?
+                                && !exists(&real.join(WHITEOUT_OPAQUE_DIR))? =>
+                        {
+                            Some((e.chain.clone(), e.ino))
+                        }
+                        _ => None,
+                    };
+                    let ino = match &ro_chain {
+                        Some((_, ino)) => *ino,
+                        None => self
+                            .xino
+                            .rw_ino(self.branches[rw_index].dev, metadata.ino()),
+                    };
+                    return Ok(Some(Found {
+                        entry: Entry {
+                            branch_index: rw_index,
+                            real_path: real.clone(),
+                            metadata,
+                            ino,
+                        },
+                        rw_dir: is_dir.then_some(real),
+                        ro_chain: ro_chain.map(|(c, _)| c),
+                    }));
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    if exists(&rw_dir.join(whiteout_name(name)))? {
+                        return Ok(None);
+                    }
+                }
+                Err(e) => return Err(UnionError::io("lstat", &real, e)),
+            }
+        }
+        let Some(e) = ro_entry else {
+            return Ok(None);
+        };
+        let real = self.branches[e.branch].root.as_std_path().join(&path);
+        let metadata =
+            std::fs::symlink_metadata(&real).map_err(|err| UnionError::io("lstat", &real, err))?;
+        Ok(Some(Found {
+            entry: Entry {
+                branch_index: e.branch,
+                real_path: real,
+                metadata,
+                ino: e.ino,
+            },
+            rw_dir: None,
+            ro_chain: (e.kind == EntryKind::Dir).then(|| e.chain.clone()),
+        }))
+    }
+
+    /// The state of directory `found` (named `path`), to descend into it.
+    pub(crate) fn descend(&self, path: PathBuf, found: &Found) -> Result<DirState> {
+        let ro = match &found.ro_chain {
+            Some(chain) if !chain.is_empty() => Some(self.ro_dir(&path, chain)?),
+            _ => None,
+        };
+        Ok(DirState {
+            path,
+            rw: found.rw_dir.clone(),
+            ro,
+        })
+    }
+
+    /// Resolves union directory `path`; `Ok(None)` when it does not exist or
+    /// is not a directory.
+    pub(crate) fn resolve_dir(&self, path: &Path) -> Result<Option<DirState>> {
+        let mut state = self.root_state()?;
+        for name in components(path)? {
+            let Some(found) = self.lookup_in(&state, name)? else {
+                return Ok(None);
+            };
+            if !found.entry.is_dir() {
+                return Ok(None);
+            }
+            state = self.descend(state.path.join(name), &found)?;
+        }
+        Ok(Some(state))
+    }
+
+    /// Looks up a union path (`""` or `"/"` is the root). `Ok(None)` when
+    /// nothing is visible there.
+    pub fn lookup(&self, path: &Path) -> Result<Option<Entry>> {
+        Ok(self.lookup_found(path)?.map(|f| f.entry))
+    }
+
+    pub(crate) fn lookup_found(&self, path: &Path) -> Result<Option<Found>> {
+        let comps = components(path)?;
+        let Some((last, parents)) = comps.split_last() else {
+            let state = self.root_state()?;
+            return Ok(Some(Found {
+                entry: self.root_entry()?,
+                rw_dir: state.rw,
+                ro_chain: state.ro.map(|_| self.ro_chain.clone().into_boxed_slice()),
+            }));
+        };
+        let parent: PathBuf = parents.iter().collect();
+        let Some(state) = self.resolve_dir(&parent)? else {
+            return Ok(None);
+        };
+        self.lookup_in(&state, last)
+    }
+
+    /// The merged listing of union directory `path`, sorted by name, without
+    /// `.` and `..`.
+    pub fn read_dir(&self, path: &Path) -> Result<Vec<DirEntry>> {
+        match self.resolve_dir(path)? {
+            Some(state) => self.read_dir_state(&state),
+            None => match self.lookup(path)? {
+                Some(_) => Err(UnionError::NotADirectory {
+                    path: path.to_path_buf(),
+                }),
+                None => Err(UnionError::NotFound {
+                    path: path.to_path_buf(),
+                }),
+            },
+        }
+    }
+
+    pub(crate) fn read_dir_state(&self, state: &DirState) -> Result<Vec<DirEntry>> {
+        let mut out: BTreeMap<OsString, DirEntry> = BTreeMap::new();
+        let mut hidden: HashSet<OsString> = HashSet::new();
+        if let (Some(rw_dir), Some(rw_index)) = (&state.rw, self.rw) {
+            let dev = self.branches[rw_index].dev;
+            let rd = std::fs::read_dir(rw_dir).map_err(|e| UnionError::io("readdir", rw_dir, e))?;
+            let mut dirs = Vec::new();
+            for de in rd {
+                let de = de.map_err(|e| UnionError::io("readdir", rw_dir, e))?;
+                let name = de.file_name();
+                match classify_bytes(name.as_bytes()) {
+                    NameKind::Plain => {
+                        let ft = de
+                            .file_type()
+                            .map_err(|e| UnionError::io("lstat", rw_dir.join(&name), e))?;
+                        let kind = EntryKind::from_file_type(ft);
+                        if kind == EntryKind::Dir {
+                            dirs.push(name.clone());
+                        }
+                        out.insert(
+                            name.clone(),
+                            DirEntry {
+                                name,
+                                kind,
+                                branch_index: rw_index,
+                                ino: self.xino.rw_ino(dev, de.ino()),
+                            },
+                        );
+                    }
+                    NameKind::Whiteout(_) => {
+                        if let Some(t) = whiteout_target_bytes(name.as_bytes()) {
+                            hidden.insert(OsStr::from_bytes(t).to_os_string());
+                        }
+                    }
+                    NameKind::Opaque | NameKind::Meta => {}
+                }
+            }
+            // A rw directory merged with a read-only one has the number of
+            // the lowest part.
+            if let Some(ro) = &state.ro {
+                for name in dirs {
+                    if let Some(e) = ro.entries.get(&name) {
+                        if e.kind == EntryKind::Dir
+                            && !hidden.contains(&name)
+                            && !exists(&rw_dir.join(&name).join(WHITEOUT_OPAQUE_DIR))?
+                        {
+                            if let Some(d) = out.get_mut(&name) {
+                                d.ino = e.ino;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        if let Some(ro) = &state.ro {
+            for (name, e) in &ro.entries {
+                if !out.contains_key(name) && !hidden.contains(name) {
+                    out.insert(
+                        name.clone(),
+                        DirEntry {
+                            name: name.clone(),
+                            kind: e.kind,
+                            branch_index: e.branch,
+                            ino: e.ino,
+                        },
+                    );
+                }
+            }
+        }
+        Ok(out.into_values().collect())
+    }
+}

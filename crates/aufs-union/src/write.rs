@@ -1,0 +1,486 @@
+//! The write side of the union, as aufs does it: every change lands in the
+//! rw branch; lower entries are copied up before they change and hidden by
+//! whiteouts when removed; a directory re-created over a removed one is
+//! opaque.
+
+use crate::copy_up::{copy_node, copy_owner_mode, copy_times, copy_xattrs, temp_name};
+use crate::entry::Entry;
+use crate::error::{Result, UnionError};
+use crate::path::{components, split_parent};
+use crate::view::{exists, whiteout_name, DirState, UnionView};
+use aufs_model::whiteout::{classify_bytes, is_reserved, NameKind, WHITEOUT_OPAQUE_DIR};
+use rustix::fs::{FileType, Mode, CWD};
+use std::ffi::OsStr;
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::MutexGuard;
+
+/// Who owns a new entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Owner {
+    /// Owner uid.
+    pub uid: u32,
+    /// Owner gid (a set-gid parent directory's gid wins, as in the kernel).
+    pub gid: u32,
+}
+
+/// What to create.
+#[derive(Debug, Clone, Copy)]
+pub enum NewNode<'a> {
+    /// An empty regular file with these permission bits.
+    File {
+        /// Permission bits (`0o7777` mask).
+        mode: u32,
+    },
+    /// A directory with these permission bits.
+    Dir {
+        /// Permission bits (`0o7777` mask).
+        mode: u32,
+    },
+    /// A symbolic link.
+    Symlink {
+        /// Its target.
+        target: &'a Path,
+    },
+    /// A device, fifo or socket: `mode` carries the `S_IFMT` type bits.
+    Special {
+        /// Type and permission bits.
+        mode: u32,
+        /// Device number for devices.
+        rdev: u64,
+    },
+}
+
+fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> UnionError + 'a {
+    move |e| UnionError::io(op, path, e)
+}
+
+impl UnionView {
+    fn lock_writes(&self, path: &Path) -> Result<MutexGuard<'_, ()>> {
+        if self.rw.is_none() {
+            return Err(UnionError::ReadOnly {
+                path: path.to_path_buf(),
+            });
+        }
+        Ok(self.write_lock.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    fn rw_index(&self) -> usize {
+        self.rw.unwrap_or(0)
+    }
+
+    fn parent_and_name<'p>(&self, path: &'p Path) -> Result<(DirState, PathBuf, &'p OsStr)> {
+        let (parent, name) = split_parent(path)?;
+        let state = self
+            .resolve_dir(&parent)?
+            .ok_or_else(|| UnionError::NotFound {
+                path: parent.clone(),
+            })?;
+        Ok((state, parent, name))
+    }
+
+    /// Makes union directory `path` exist in the rw branch (copying up each
+    /// missing directory with its attributes) and returns its real path.
+    fn ensure_rw_dir(&self, path: &Path) -> Result<PathBuf> {
+        let rw_root = self.branches[self.rw_index()]
+            .root
+            .as_std_path()
+            .to_path_buf();
+        let mut state = self.root_state()?;
+        let mut real = rw_root;
+        for name in components(path)? {
+            let child = state.path.join(name);
+            let found = self
+                .lookup_in(&state, name)?
+                .ok_or_else(|| UnionError::NotFound {
+                    path: child.clone(),
+                })?;
+            if !found.entry.is_dir() {
+                return Err(UnionError::NotADirectory { path: child });
+            }
+            real = real.join(name);
+            let found = if found.rw_dir.is_none() {
+                let md = &found.entry.metadata;
+                std::fs::create_dir(&real).map_err(io_err("mkdir", &real))?;
+                copy_owner_mode(&real, md)?;
+                copy_xattrs(&found.entry.real_path, &real)?;
+                copy_times(&real, md)?;
+                self.lookup_in(&state, name)?
+                    .ok_or_else(|| UnionError::NotFound {
+                        path: child.clone(),
+                    })?
+            } else {
+                found
+            };
+            state = self.descend(child, &found)?;
+        }
+        Ok(real)
+    }
+
+    /// Makes `path` live in the rw branch, copying it up (data too unless
+    /// `with_data` is false, for an open that truncates) with owner, mode,
+    /// xattrs and times. Returns the rw entry; a no-op for rw entries.
+    pub fn copy_up(&self, path: &Path, with_data: bool) -> Result<Entry> {
+        let _guard = self.lock_writes(path)?;
+        self.copy_up_locked(path, with_data)
+    }
+
+    fn copy_up_locked(&self, path: &Path, with_data: bool) -> Result<Entry> {
+        let rw = self.rw_index();
+        let found = self
+            .lookup_found(path)?
+            .ok_or_else(|| UnionError::NotFound {
+                path: path.to_path_buf(),
+            })?;
+        if found.entry.branch_index == rw {
+            return Ok(found.entry);
+        }
+        if found.entry.is_dir() {
+            self.ensure_rw_dir(path)?;
+        } else {
+            let (parent, name) = split_parent(path)?;
+            let rw_parent = self.ensure_rw_dir(&parent)?;
+            let tmp = rw_parent.join(temp_name());
+            let src = &found.entry;
+            let made = copy_node(&src.real_path, &src.metadata, &tmp, with_data).and_then(|()| {
+                std::fs::rename(&tmp, rw_parent.join(name)).map_err(io_err("rename", &tmp))
+            });
+            if let Err(e) = made {
+                let _ = std::fs::remove_file(&tmp);
+                return Err(e);
+            }
+            if src.metadata.nlink() == 1 {
+                let real = rw_parent.join(name);
+                let md = std::fs::symlink_metadata(&real).map_err(io_err("lstat", &real))?;
+                self.xino.record_copy_up(md.ino(), src.ino);
+            }
+            tracing::debug!(storage_driver = "aufs", ?path, "copied up");
+        }
+        self.lookup(path)?.ok_or_else(|| UnionError::NotFound {
+            path: path.to_path_buf(),
+        })
+    }
+
+    fn check_new_name(path: &Path, name: &OsStr) -> Result<()> {
+        if is_reserved(name.as_bytes()) {
+            return Err(UnionError::Reserved {
+                path: path.to_path_buf(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Creates `path` in the rw branch. A whiteout of the same name is
+    /// removed; a directory created over one is made opaque, so nothing of a
+    /// removed lower directory shows through.
+    pub fn create(&self, path: &Path, node: NewNode<'_>, owner: Option<Owner>) -> Result<Entry> {
+        let _guard = self.lock_writes(path)?;
+        let (state, parent, name) = self.parent_and_name(path)?;
+        Self::check_new_name(path, name)?;
+        if self.lookup_in(&state, name)?.is_some() {
+            return Err(UnionError::Exists {
+                path: path.to_path_buf(),
+            });
+        }
+        let rw_parent = self.ensure_rw_dir(&parent)?;
+        let real = rw_parent.join(name);
+        let wh = rw_parent.join(whiteout_name(name));
+        let had_whiteout = exists(&wh)?;
+        let mode = match node {
+            NewNode::File { mode } => {
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(mode & 0o7777)
+                    .custom_flags(libc::O_NOFOLLOW)
+                    .open(&real)
+                    .map_err(io_err("create", &real))?;
+                Some(mode)
+            }
+            NewNode::Dir { mode } => {
+                std::fs::create_dir(&real).map_err(io_err("mkdir", &real))?;
+                Some(mode)
+            }
+            NewNode::Symlink { target } => {
+                std::os::unix::fs::symlink(target, &real).map_err(io_err("symlink", &real))?;
+                None
+            }
+            NewNode::Special { mode, rdev } => {
+                rustix::fs::mknodat(
+                    CWD,
+                    &real,
+                    FileType::from_raw_mode(mode),
+                    Mode::from_raw_mode(mode & 0o7777),
+                    rdev,
+                )
+                .map_err(|e| UnionError::io("mknod", &real, e.into()))?;
+                Some(mode)
+            }
+        };
+        let finish = || -> Result<()> {
+            if let Some(owner) = owner {
+                let parent_md =
+                    std::fs::metadata(&rw_parent).map_err(io_err("stat", &rw_parent))?;
+                let gid = if parent_md.mode() & libc::S_ISGID != 0 {
+                    parent_md.gid()
+                } else {
+                    owner.gid
+                };
+                std::os::unix::fs::lchown(&real, Some(owner.uid), Some(gid))
+                    .map_err(io_err("chown", &real))?;
+            }
+            if let Some(mode) = mode {
+                let mut bits = mode & 0o7777;
+                if matches!(node, NewNode::Dir { .. }) {
+                    // A directory keeps the set-gid bit its parent gave it.
+                    let md = std::fs::metadata(&real).map_err(io_err("stat", &real))?;
+                    bits |= md.mode() & libc::S_ISGID;
+                }
+                std::fs::set_permissions(&real, std::fs::Permissions::from_mode(bits))
+                    .map_err(io_err("chmod", &real))?;
+            }
+            if had_whiteout {
+                if matches!(node, NewNode::Dir { .. }) {
+                    make_marker(&real.join(WHITEOUT_OPAQUE_DIR))?;
+                }
+                std::fs::remove_file(&wh).map_err(io_err("unlink", &wh))?;
+            }
+            Ok(())
+        };
+        if let Err(e) = finish() {
+            let _ = if matches!(node, NewNode::Dir { .. }) {
+                std::fs::remove_dir_all(&real)
+            } else {
+                std::fs::remove_file(&real)
+            };
+            return Err(e);
+        }
+        self.lookup(path)?.ok_or_else(|| UnionError::NotFound {
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// Hard-links `src` (copied up first) as `dst`.
+    pub fn link(&self, src: &Path, dst: &Path) -> Result<Entry> {
+        let _guard = self.lock_writes(dst)?;
+        let (state, parent, name) = self.parent_and_name(dst)?;
+        Self::check_new_name(dst, name)?;
+        if self.lookup_in(&state, name)?.is_some() {
+            return Err(UnionError::Exists {
+                path: dst.to_path_buf(),
+            });
+        }
+        let src_entry = self.lookup(src)?.ok_or_else(|| UnionError::NotFound {
+            path: src.to_path_buf(),
+        })?;
+        if src_entry.is_dir() {
+            return Err(UnionError::IsADirectory {
+                path: src.to_path_buf(),
+            });
+        }
+        let src_entry = self.copy_up_locked(src, true)?;
+        let rw_parent = self.ensure_rw_dir(&parent)?;
+        let real = rw_parent.join(name);
+        std::fs::hard_link(&src_entry.real_path, &real).map_err(io_err("link", &real))?;
+        remove_if_exists(&rw_parent.join(whiteout_name(name)))?;
+        self.lookup(dst)?.ok_or_else(|| UnionError::NotFound {
+            path: dst.to_path_buf(),
+        })
+    }
+
+    /// Removes non-directory `path`; a whiteout hides any lower copy.
+    pub fn unlink(&self, path: &Path) -> Result<()> {
+        let _guard = self.lock_writes(path)?;
+        let (state, parent, name) = self.parent_and_name(path)?;
+        let found = self
+            .lookup_in(&state, name)?
+            .ok_or_else(|| UnionError::NotFound {
+                path: path.to_path_buf(),
+            })?;
+        if found.entry.is_dir() {
+            return Err(UnionError::IsADirectory {
+                path: path.to_path_buf(),
+            });
+        }
+        if lower_has(&state, name) {
+            let rw_parent = self.ensure_rw_dir(&parent)?;
+            make_marker(&rw_parent.join(whiteout_name(name)))?;
+        }
+        if found.entry.branch_index == self.rw_index() {
+            let real = &found.entry.real_path;
+            std::fs::remove_file(real).map_err(io_err("unlink", real))?;
+            if found.entry.metadata.nlink() == 1 {
+                self.xino.forget(found.entry.metadata.ino());
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes directory `path`, which must look empty in the union; a
+    /// whiteout hides its lower parts.
+    pub fn rmdir(&self, path: &Path) -> Result<()> {
+        let _guard = self.lock_writes(path)?;
+        let (state, parent, name) = self.parent_and_name(path)?;
+        let found = self
+            .lookup_in(&state, name)?
+            .ok_or_else(|| UnionError::NotFound {
+                path: path.to_path_buf(),
+            })?;
+        if !found.entry.is_dir() {
+            return Err(UnionError::NotADirectory {
+                path: path.to_path_buf(),
+            });
+        }
+        let child = self.descend(path.to_path_buf(), &found)?;
+        if !self.read_dir_state(&child)?.is_empty() {
+            return Err(UnionError::NotEmpty {
+                path: path.to_path_buf(),
+            });
+        }
+        if lower_has(&state, name) {
+            let rw_parent = self.ensure_rw_dir(&parent)?;
+            make_marker(&rw_parent.join(whiteout_name(name)))?;
+        }
+        if let Some(rw_dir) = &found.rw_dir {
+            clear_hidden(rw_dir, path)?;
+            std::fs::remove_dir(rw_dir).map_err(io_err("rmdir", rw_dir))?;
+        }
+        Ok(())
+    }
+
+    /// Renames `src` to `dst` as aufs does: a lower file is copied up first
+    /// and whited out at its old name; a directory with read-only parts
+    /// cannot move ([`UnionError::CrossBranchRename`], `EXDEV`, so tools
+    /// copy instead). With `noreplace`, an existing `dst` is an error.
+    pub fn rename(&self, src: &Path, dst: &Path, noreplace: bool) -> Result<()> {
+        let _guard = self.lock_writes(dst)?;
+        let (s_state, s_parent, s_name) = self.parent_and_name(src)?;
+        let (d_state, d_parent, d_name) = self.parent_and_name(dst)?;
+        Self::check_new_name(dst, d_name)?;
+        let s_found = self
+            .lookup_in(&s_state, s_name)?
+            .ok_or_else(|| UnionError::NotFound {
+                path: src.to_path_buf(),
+            })?;
+        let d_found = self.lookup_in(&d_state, d_name)?;
+        if components(src)? == components(dst)? {
+            return Ok(());
+        }
+        let s_is_dir = s_found.entry.is_dir();
+        if s_is_dir && components(dst)?.starts_with(&components(src)?) {
+            // A directory cannot move below itself.
+            return Err(UnionError::InvalidPath {
+                path: dst.to_path_buf(),
+            });
+        }
+        if let Some(d) = &d_found {
+            if noreplace {
+                return Err(UnionError::Exists {
+                    path: dst.to_path_buf(),
+                });
+            }
+            if d.entry.is_dir() {
+                if !s_is_dir {
+                    return Err(UnionError::IsADirectory {
+                        path: dst.to_path_buf(),
+                    });
+                }
+                let dstate = self.descend(dst.to_path_buf(), d)?;
+                if !self.read_dir_state(&dstate)?.is_empty() {
+                    return Err(UnionError::NotEmpty {
+                        path: dst.to_path_buf(),
+                    });
+                }
+            } else if s_is_dir {
+                return Err(UnionError::NotADirectory {
+                    path: dst.to_path_buf(),
+                });
+            }
+        }
+        let rw = self.rw_index();
+        if s_is_dir && (s_found.entry.branch_index != rw || s_found.ro_chain.is_some()) {
+            return Err(UnionError::CrossBranchRename {
+                path: src.to_path_buf(),
+            });
+        }
+        let s_lower = lower_has(&s_state, s_name);
+        let d_lower = lower_has(&d_state, d_name);
+        let s_real = if s_is_dir {
+            s_found.entry.real_path.clone()
+        } else {
+            self.copy_up_locked(src, true)?.real_path
+        };
+        let d_parent_rw = self.ensure_rw_dir(&d_parent)?;
+        let d_real = d_parent_rw.join(d_name);
+        let d_wh = d_parent_rw.join(whiteout_name(d_name));
+        if let Some(d) = &d_found {
+            if let Some(rw_dir) = &d.rw_dir {
+                clear_hidden(rw_dir, dst)?;
+            }
+        }
+        if s_is_dir && (d_lower || exists(&d_wh)?) {
+            make_marker(&s_real.join(WHITEOUT_OPAQUE_DIR))?;
+        }
+        std::fs::rename(&s_real, &d_real).map_err(io_err("rename", &s_real))?;
+        remove_if_exists(&d_wh)?;
+        if s_lower {
+            let s_parent_rw = self.ensure_rw_dir(&s_parent)?;
+            make_marker(&s_parent_rw.join(whiteout_name(s_name)))?;
+        }
+        Ok(())
+    }
+}
+
+/// True when the read-only part of `dir` shows `name`.
+fn lower_has(dir: &DirState, name: &OsStr) -> bool {
+    dir.ro
+        .as_ref()
+        .is_some_and(|r| r.entries.contains_key(name))
+}
+
+/// Creates an empty whiteout or opaque marker (mode 0444, as aufs's).
+fn make_marker(path: &Path) -> Result<()> {
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o444)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+    {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(UnionError::io("create", path, e)),
+    }
+}
+
+fn remove_if_exists(path: &Path) -> Result<()> {
+    match std::fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(UnionError::io("unlink", path, e)),
+    }
+}
+
+/// Empties a rw directory that looks empty in the union: only whiteouts and
+/// aufs metadata may be left in it.
+fn clear_hidden(dir: &Path, union_path: &Path) -> Result<()> {
+    for de in std::fs::read_dir(dir).map_err(io_err("readdir", dir))? {
+        let de = de.map_err(io_err("readdir", dir))?;
+        let name = de.file_name();
+        if classify_bytes(name.as_bytes()) == NameKind::Plain {
+            return Err(UnionError::NotEmpty {
+                path: union_path.to_path_buf(),
+            });
+        }
+        let p = de.path();
+        let is_dir = de.file_type().map_err(io_err("lstat", &p))?.is_dir();
+        if is_dir {
+            std::fs::remove_dir_all(&p).map_err(io_err("rmdir", &p))?;
+        } else {
+            std::fs::remove_file(&p).map_err(io_err("unlink", &p))?;
+        }
+    }
+    Ok(())
+}
