@@ -513,7 +513,7 @@ impl Driver {
         if parents.is_empty() {
             self.refs.increment(id, || false)?;
         } else {
-            let mounted = self.is_mounted(&m)?;
+            let mounted = self.is_mounted(&m)? && !self.recovered_stale_mount(id, &m)?;
             let count = self.refs.increment(id, || mounted)?;
             if !mounted {
                 if count > 1 {
@@ -541,6 +541,26 @@ impl Driver {
             .unwrap_or_else(|e| e.into_inner())
             .insert(id.clone(), m.clone());
         Ok(m)
+    }
+
+    /// A union whose server died (FUSE) stays in the mount table but every
+    /// access fails with `ENOTCONN`. Such a mount is unmounted so it can be
+    /// mounted again; returns true when that happened.
+    fn recovered_stale_mount(&self, id: &LayerId, m: &Utf8Path) -> Result<bool> {
+        match self.ports.fs.kind(m) {
+            Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => {
+                tracing::warn!(storage_driver = "aufs", %id, target = %m, "union server is gone (ENOTCONN); remounting");
+                self.ports
+                    .backend
+                    .unmount(m)
+                    .map_err(|source| DriverError::Unmount {
+                        target: m.to_owned(),
+                        source,
+                    })?;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
     }
 
     /// Drops a reference; the last one unmounts the union.

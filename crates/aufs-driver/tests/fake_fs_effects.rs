@@ -186,3 +186,36 @@ fn on_disk_refs_are_shared_by_driver_instances() {
     open().put(&id("2")).unwrap();
     assert!(backend.mounted().is_empty());
 }
+
+#[test]
+fn stale_union_is_unmounted_and_mounted_again() {
+    let fs = Arc::new(MemFs::new());
+    let backend = Arc::new(FakeUnionBackend::new(BackendKind::Fuse));
+    let d = Driver::init(
+        DriverConfig::new("/r"),
+        Ports {
+            fs: fs.clone(),
+            host: Arc::new(FakeHost::default()),
+            backend: backend.clone(),
+            locks: Arc::new(InProcessLocks::new()),
+        },
+    )
+    .unwrap();
+    d.create(&id("1"), None, &CreateOpts::default()).unwrap();
+    d.create(&id("2"), Some(&id("1")), &CreateOpts::default())
+        .unwrap();
+    d.get(&id("2"), "").unwrap();
+    // The server dies: the mount point answers ENOTCONN.
+    fs.fail(FsOp::Kind, Some("/r/mnt/2".into()), libc::ENOTCONN, 1);
+    d.get(&id("2"), "").unwrap();
+    assert_eq!(
+        backend.history().len(),
+        2,
+        "stale union must be mounted again"
+    );
+    assert_eq!(backend.mounted().len(), 1);
+    assert_eq!(d.references(&id("2")).unwrap(), 2);
+    // A healthy mount is not touched.
+    d.get(&id("2"), "").unwrap();
+    assert_eq!(backend.history().len(), 2);
+}

@@ -10,6 +10,8 @@ use std::sync::Mutex;
 /// Operations of [`MemFs`] that faults can target.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FsOp {
+    /// `kind` (lstat).
+    Kind,
     /// `create_dir_all`.
     CreateDir,
     /// `write_new` / `write_replace`.
@@ -199,7 +201,10 @@ impl MemFs {
 
 impl Filesystem for MemFs {
     fn kind(&self, path: &Utf8Path) -> io::Result<Option<FileKind>> {
-        let s = self.lock();
+        let mut s = self.lock();
+        if let Some(e) = take_fault(&mut s.faults, FsOp::Kind, path) {
+            return Err(e);
+        }
         Ok(s.root.get(&components(path)?).map(|n| match n {
             Node::Dir { .. } => FileKind::Dir,
             Node::File { .. } => FileKind::File,

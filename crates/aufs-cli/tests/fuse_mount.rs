@@ -1,0 +1,221 @@
+//! `aufsctl mount` with the FUSE union, for real (root and /dev/fuse needed;
+//! the tests say why they skip otherwise).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn can_mount() -> bool {
+    // SAFETY-free check of the effective uid through /proc.
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let euid_root = status
+        .lines()
+        .find(|l| l.starts_with("Uid:"))
+        .and_then(|l| l.split_whitespace().nth(2))
+        == Some("0");
+    if !euid_root {
+        eprintln!("skipping: FUSE mounts through /dev/fuse need root");
+        return false;
+    }
+    if !Path::new("/dev/fuse").exists() {
+        eprintln!("skipping: /dev/fuse is missing");
+        return false;
+    }
+    true
+}
+
+struct Ctl {
+    _tmp: tempfile::TempDir,
+    root: PathBuf,
+}
+
+impl Drop for Ctl {
+    fn drop(&mut self) {
+        let _ = self.run(&["cleanup"]);
+    }
+}
+
+impl Ctl {
+    fn new() -> Self {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("aufs");
+        Ctl { _tmp: tmp, root }
+    }
+    fn run(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_aufsctl"))
+            .arg("--root")
+            .arg(&self.root)
+            .args(args)
+            .env_remove("AUFSCTL_LOG")
+            .output()
+            .unwrap()
+    }
+    fn ok(&self, args: &[&str]) -> String {
+        let o = self.run(args);
+        assert!(
+            o.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        assert!(
+            o.stderr.is_empty(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8(o.stdout).unwrap()
+    }
+    fn diff(&self, id: &str) -> PathBuf {
+        self.root.join("diff").join(id)
+    }
+}
+
+fn mounted(path: &Path) -> bool {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let p = path.to_str().unwrap();
+    info.lines().any(|l| l.split(' ').nth(4) == Some(p))
+}
+
+fn server_pids(root: &Path) -> Vec<i32> {
+    let mut pids = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(cmd) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+            continue;
+        };
+        let cmd = String::from_utf8_lossy(&cmd);
+        if cmd.contains("__union-server") && cmd.contains(root.to_str().unwrap()) {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
+#[test]
+fn union_of_layers_through_the_cli() {
+    if !can_mount() {
+        return;
+    }
+    let c = Ctl::new();
+    c.ok(&["create", "base"]);
+    std::fs::write(c.diff("base").join("keep"), "base keep\n").unwrap();
+    std::fs::write(c.diff("base").join("gone"), "base gone\n").unwrap();
+    std::fs::create_dir(c.diff("base").join("dir")).unwrap();
+    std::fs::write(c.diff("base").join("dir/old"), "old\n").unwrap();
+    c.ok(&["create", "mid", "--parent", "base"]);
+    std::fs::write(c.diff("mid").join(".wh.gone"), "").unwrap();
+    std::fs::create_dir(c.diff("mid").join("dir")).unwrap();
+    std::fs::write(c.diff("mid").join("dir/.wh..wh..opq"), "").unwrap();
+    std::fs::write(c.diff("mid").join("dir/new"), "new\n").unwrap();
+    c.ok(&["create-rw", "top", "--parent", "mid"]);
+
+    let m = PathBuf::from(c.ok(&["mount", "top"]).trim_end());
+    assert_eq!(m, std::fs::canonicalize(c.root.join("mnt/top")).unwrap());
+    assert!(mounted(&m), "not in the mount table after mount returned");
+    assert_eq!(
+        std::fs::read_to_string(m.join("keep")).unwrap(),
+        "base keep\n"
+    );
+    assert!(!m.join("gone").exists(), "whiteout did not hide");
+    let mut names: Vec<String> = std::fs::read_dir(m.join("dir"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, vec!["new"], "opaque dir must hide lower entries");
+    // Nothing was written to any branch by mounting.
+    assert_eq!(std::fs::read_dir(c.diff("top")).unwrap().count(), 0);
+
+    // Visible to another process (not a private namespace).
+    let out = Command::new("cat").arg(m.join("keep")).output().unwrap();
+    assert_eq!(out.stdout, b"base keep\n");
+
+    // Writes land in the rw layer; deletes leave whiteouts.
+    std::fs::write(m.join("keep"), "changed\n").unwrap();
+    std::fs::remove_file(m.join("dir/new")).unwrap();
+    assert_eq!(
+        std::fs::read_to_string(c.diff("top").join("keep")).unwrap(),
+        "changed\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(c.diff("base").join("keep")).unwrap(),
+        "base keep\n"
+    );
+    assert!(c.diff("top").join("dir/.wh.new").exists());
+
+    // Two mounts need two unmounts, across processes.
+    c.ok(&["mount", "top"]);
+    c.ok(&["unmount", "top"]);
+    assert!(mounted(&m));
+    c.ok(&["unmount", "top"]);
+    assert!(!mounted(&m));
+    // The server exits on unmount.
+    for _ in 0..50 {
+        if server_pids(&c.root).is_empty() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(server_pids(&c.root).is_empty(), "union server left running");
+    assert!(c.root.join("fuse").read_dir().unwrap().any(|e| e
+        .unwrap()
+        .file_name()
+        .to_string_lossy()
+        .ends_with(".log")));
+}
+
+#[test]
+fn rm_and_cleanup_unmount() {
+    if !can_mount() {
+        return;
+    }
+    let c = Ctl::new();
+    c.ok(&["create", "a"]);
+    c.ok(&["create-rw", "b", "--parent", "a"]);
+    c.ok(&["create-rw", "c", "--parent", "a"]);
+    let mb = PathBuf::from(c.ok(&["mount", "b"]).trim_end());
+    let mc = PathBuf::from(c.ok(&["mount", "c"]).trim_end());
+    assert!(mounted(&mb) && mounted(&mc));
+    c.ok(&["rm", "b"]);
+    assert!(!mounted(&mb));
+    assert!(!c.root.join("mnt/b").exists());
+    c.ok(&["cleanup"]);
+    assert!(!mounted(&mc));
+    // Mounting again after cleanup starts from a clean count.
+    c.ok(&["mount", "c"]);
+    c.ok(&["unmount", "c"]);
+    assert!(!mounted(&mc));
+}
+
+#[test]
+fn crashed_server_is_detected_and_recovered() {
+    if !can_mount() {
+        return;
+    }
+    let c = Ctl::new();
+    c.ok(&["create", "a"]);
+    std::fs::write(c.diff("a").join("f"), "x").unwrap();
+    c.ok(&["create-rw", "b", "--parent", "a"]);
+    let m = PathBuf::from(c.ok(&["mount", "b"]).trim_end());
+    let pids = server_pids(&c.root);
+    assert_eq!(pids.len(), 1, "{pids:?}");
+    Command::new("kill")
+        .args(["-9", &pids[0].to_string()])
+        .status()
+        .unwrap();
+    for _ in 0..50 {
+        if server_pids(&c.root).is_empty() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    // The dead mount answers ENOTCONN.
+    let e = std::fs::metadata(m.join("f")).unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::ENOTCONN));
+    // A new mount recovers it.
+    let m2 = PathBuf::from(c.ok(&["mount", "b"]).trim_end());
+    assert_eq!(std::fs::read_to_string(m2.join("f")).unwrap(), "x");
+    c.ok(&["unmount", "b"]);
+    c.ok(&["unmount", "b"]);
+    assert!(!mounted(&m));
+}
