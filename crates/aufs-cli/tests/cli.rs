@@ -1,65 +1,10 @@
 //! `aufsctl` end to end on a temp root, as scripts drive it. No root needed.
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use common::Ctl;
+use std::path::Path;
 use std::process::{Command, Output};
-
-struct Ctl {
-    _tmp: tempfile::TempDir,
-    root: PathBuf,
-}
-
-impl Ctl {
-    fn new() -> Self {
-        let tmp = tempfile::tempdir().unwrap();
-        let root = tmp.path().join("aufs");
-        Ctl { _tmp: tmp, root }
-    }
-
-    fn cmd(&self) -> Command {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_aufsctl"));
-        c.arg("--root")
-            .arg(&self.root)
-            .env_remove("AUFSCTL_ROOT")
-            .env_remove("AUFSCTL_LOG");
-        c
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        self.cmd().args(args).output().unwrap()
-    }
-
-    /// Runs and expects success with an empty stderr; returns stdout.
-    fn ok(&self, args: &[&str]) -> String {
-        let o = self.run(args);
-        assert!(
-            o.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-        assert!(
-            o.stderr.is_empty(),
-            "{args:?} wrote to stderr: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-        String::from_utf8(o.stdout).unwrap()
-    }
-
-    /// Runs and expects exit `code` with one `aufsctl: error:` line.
-    fn fails(&self, code: i32, args: &[&str]) -> String {
-        let o = self.run(args);
-        assert_eq!(
-            o.status.code(),
-            Some(code),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-        let err = String::from_utf8(o.stderr).unwrap();
-        assert_eq!(err.lines().count(), 1, "{err}");
-        assert!(err.starts_with("aufsctl: error: "), "{err}");
-        assert!(o.stdout.is_empty());
-        err
-    }
-}
 
 #[test]
 fn status_plain_and_json() {

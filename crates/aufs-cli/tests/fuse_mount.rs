@@ -1,8 +1,11 @@
 //! `aufsctl mount` with the FUSE union, for real (root and /dev/fuse needed;
 //! the tests say why they skip otherwise).
 
+mod common;
+
+use common::Ctl;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
 fn can_mount() -> bool {
     // SAFETY-free check of the effective uid through /proc.
@@ -23,48 +26,19 @@ fn can_mount() -> bool {
     true
 }
 
-struct Ctl {
-    _tmp: tempfile::TempDir,
-    root: PathBuf,
-}
+/// Unmounts whatever a test left mounted under its root.
+struct Mounts(Ctl);
 
-impl Drop for Ctl {
+impl Drop for Mounts {
     fn drop(&mut self) {
-        let _ = self.run(&["cleanup"]);
+        let _ = self.0.run(&["cleanup"]);
     }
 }
 
-impl Ctl {
-    fn new() -> Self {
-        let tmp = tempfile::tempdir().unwrap();
-        let root = tmp.path().join("aufs");
-        Ctl { _tmp: tmp, root }
-    }
-    fn run(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_aufsctl"))
-            .arg("--root")
-            .arg(&self.root)
-            .args(args)
-            .env_remove("AUFSCTL_LOG")
-            .output()
-            .unwrap()
-    }
-    fn ok(&self, args: &[&str]) -> String {
-        let o = self.run(args);
-        assert!(
-            o.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-        assert!(
-            o.stderr.is_empty(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-        String::from_utf8(o.stdout).unwrap()
-    }
-    fn diff(&self, id: &str) -> PathBuf {
-        self.root.join("diff").join(id)
+impl std::ops::Deref for Mounts {
+    type Target = Ctl;
+    fn deref(&self) -> &Ctl {
+        &self.0
     }
 }
 
@@ -96,7 +70,7 @@ fn union_of_layers_through_the_cli() {
     if !can_mount() {
         return;
     }
-    let c = Ctl::new();
+    let c = Mounts(Ctl::new());
     c.ok(&["create", "base"]);
     std::fs::write(c.diff("base").join("keep"), "base keep\n").unwrap();
     std::fs::write(c.diff("base").join("gone"), "base gone\n").unwrap();
@@ -169,7 +143,7 @@ fn rm_and_cleanup_unmount() {
     if !can_mount() {
         return;
     }
-    let c = Ctl::new();
+    let c = Mounts(Ctl::new());
     c.ok(&["create", "a"]);
     c.ok(&["create-rw", "b", "--parent", "a"]);
     c.ok(&["create-rw", "c", "--parent", "a"]);
@@ -192,7 +166,7 @@ fn crashed_server_is_detected_and_recovered() {
     if !can_mount() {
         return;
     }
-    let c = Ctl::new();
+    let c = Mounts(Ctl::new());
     c.ok(&["create", "a"]);
     std::fs::write(c.diff("a").join("f"), "x").unwrap();
     c.ok(&["create-rw", "b", "--parent", "a"]);
