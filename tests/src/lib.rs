@@ -5,6 +5,7 @@
 //! A [`Rig`] provides the ports and an independent view of the mount table;
 //! [`driver_suite!`] expands to one `#[test]` per case of [`suite`] for a rig.
 
+pub mod graphtest;
 pub mod suite;
 
 use aufs_driver::{Driver, DriverConfig, Ports};

@@ -1,1 +1,41 @@
-//! Whiteout-aware layer tarballs: safe apply, diff export, changes, diff size, exact original bytes.
+//! Whiteout-aware layer tarballs for Docker's aufs layout: safe apply, diff
+//! export, changes, diff size, and exact original bytes.
+//!
+//! The crate works on plain directories (a layer's diff dir and its parents'),
+//! so it can be embedded without the driver:
+//! - [`apply_layer`]: a tarball (plain, gzip, zstd) into a diff dir, every path
+//!   resolved by the kernel inside the layer (`openat2(RESOLVE_IN_ROOT)`), built
+//!   in a staging dir and swapped in atomically.
+//! - [`export_diff`]: a diff dir as a tarball with aufs whiteouts.
+//! - [`changes`]: what a layer changed against its parents (`docker diff`).
+//! - [`diff_size`]: Docker's `directory.Size`.
+//! - [`reproduce`]/[`TarSplitStore`]: the original tar, byte for byte.
+//! - [`changes_between`], [`changes_size`], [`export_changes`]: diffs between
+//!   two mounted union views, for an ancestor that is not the direct parent.
+//!
+//! All syscalls go through rustix's safe wrappers: the crate has no `unsafe`.
+
+mod apply;
+pub mod bench;
+mod changes;
+mod compress;
+mod error;
+mod export;
+mod fsops;
+mod idmap;
+mod reader;
+mod size;
+mod sparse;
+mod tarsplit;
+mod views;
+mod walk;
+
+pub use apply::{apply_layer, ApplyOptions, ApplyReport};
+pub use changes::{changes, Change, ChangeKind};
+pub use compress::{decompress, detect as detect_compression, Compression};
+pub use error::{ArchiveError, Result};
+pub use export::export_diff;
+pub use idmap::{to_host, IdMap};
+pub use size::diff_size;
+pub use tarsplit::{reproduce, verify, TarSplitStore};
+pub use views::{changes_between, changes_size, export_changes};

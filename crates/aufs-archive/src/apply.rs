@@ -1,0 +1,884 @@
+//! Applying a layer tarball into a diff dir, safely and atomically.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::fs::FileExt;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use aufs_model::whiteout::{
+    WHITEOUT_LINK_DIR, WHITEOUT_META_PREFIX, WHITEOUT_OPAQUE_DIR, WHITEOUT_PREFIX,
+};
+use camino::{Utf8Path, Utf8PathBuf};
+use rustix::fs::{AtFlags, FileType, Mode, OFlags, RenameFlags};
+
+use crate::error::{lossy, ArchiveError, Result};
+use crate::fsops::{remove_at, timestamps, Root, Target};
+use crate::idmap::{to_host, IdMap};
+use crate::reader::{Entry, Kind, Sparse, TarReader, Time};
+use crate::tarsplit::{Recorder, TarSplitWriter};
+use crate::walk::read_names;
+
+/// How [`apply_layer`] applies a layer.
+#[derive(Debug, Clone)]
+pub struct ApplyOptions {
+    /// Container-to-host uid map (empty: identity).
+    pub uid_map: Vec<IdMap>,
+    /// Container-to-host gid map (empty: identity).
+    pub gid_map: Vec<IdMap>,
+    /// Record exact-bytes metadata into this file (see [`crate::reproduce`]).
+    pub tar_split: Option<Utf8PathBuf>,
+    /// Where the staging dir is made; must be on the diff dir's filesystem.
+    /// Default: the diff dir's parent.
+    pub staging_parent: Option<Utf8PathBuf>,
+    /// `syncfs` the staging tree before it replaces the diff dir.
+    pub sync: bool,
+    /// Set owners from the tar (off for unprivileged use without id maps).
+    pub chown: bool,
+    /// Compute the sha256 of the uncompressed tar (the layer's DiffID).
+    pub digest: bool,
+}
+
+impl Default for ApplyOptions {
+    fn default() -> Self {
+        Self {
+            uid_map: Vec::new(),
+            gid_map: Vec::new(),
+            tar_split: None,
+            staging_parent: None,
+            sync: true,
+            chown: true,
+            digest: true,
+        }
+    }
+}
+
+/// What [`apply_layer`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApplyReport {
+    /// The diff size of the applied layer ([`crate::diff_size`] of the diff dir).
+    pub size: u64,
+    /// Bytes of uncompressed tar read (including trailing bytes).
+    pub tar_bytes: u64,
+    /// `sha256:<hex>` of the uncompressed tar, when asked for.
+    pub diff_id: Option<String>,
+    /// Entries applied.
+    pub entries: u64,
+    /// Device nodes skipped because the process may not create them.
+    pub skipped_devices: u64,
+}
+
+/// Applies a layer tarball (plain, gzip or zstd) into `diff_dir`.
+///
+/// The tree is built in a private staging dir (a hardlink clone of the diff
+/// dir's current content, if any), synced with one `syncfs`, then swapped in
+/// with `renameat2(RENAME_EXCHANGE)`; on any error the diff dir is left as it
+/// was. aufs whiteouts (`.wh.NAME`, `.wh..wh..opq`) are kept as files;
+/// overlay-style whiteouts are converted to them. No entry can touch anything
+/// outside the staging tree.
+pub fn apply_layer(
+    input: impl Read,
+    diff_dir: &Utf8Path,
+    opts: &ApplyOptions,
+) -> Result<ApplyReport> {
+    let span = tracing::info_span!("apply_layer", "storage-driver" = "aufs", diff_dir = %diff_dir);
+    let _g = span.enter();
+    let stream = crate::compress::decompress(input)?;
+    let staging = Staging::create(diff_dir, opts)?;
+    let split_tmp = opts
+        .tar_split
+        .as_ref()
+        .map(|p| Utf8PathBuf::from(format!("{p}.tmp-{}", std::process::id())));
+    let result = (|| {
+        let rec: Option<Box<dyn Recorder>> = match &split_tmp {
+            Some(tmp) => Some(Box::new(TarSplitWriter::create(tmp)?)),
+            None => None,
+        };
+        let applier = Applier::new(&staging, opts, stream, rec)?;
+        let report = applier.run()?;
+        if opts.sync {
+            let fd = staging
+                .root
+                .open_dir_rw(b"")
+                .map_err(|e| ArchiveError::io("opening staging tree", staging.tree_path(), e))?;
+            rustix::fs::syncfs(&fd)
+                .map_err(|e| ArchiveError::io("syncfs", staging.tree_path(), e.into()))?;
+        }
+        Ok(report)
+    })();
+    let report = match result {
+        Ok(r) => r,
+        Err(e) => {
+            if let Some(tmp) = &split_tmp {
+                let _ = std::fs::remove_file(tmp);
+            }
+            return Err(e);
+        }
+    };
+    if let Err(e) = staging.commit(diff_dir) {
+        if let Some(tmp) = &split_tmp {
+            let _ = std::fs::remove_file(tmp);
+        }
+        return Err(e);
+    }
+    if let (Some(tmp), Some(dst)) = (&split_tmp, &opts.tar_split) {
+        std::fs::rename(tmp, dst).map_err(|e| {
+            let _ = std::fs::remove_file(tmp);
+            ArchiveError::io("installing tar-split metadata", dst.clone(), e)
+        })?;
+    }
+    tracing::debug!(
+        size = report.size,
+        entries = report.entries,
+        "layer applied"
+    );
+    Ok(report)
+}
+
+static STAGING_SEQ: AtomicU64 = AtomicU64::new(0);
+
+/// The private directory an apply works in: `<parent>/.aufs-apply-*/{tree,plnk}`.
+struct Staging {
+    base: Utf8PathBuf,
+    root: Root,
+    plnk: OwnedFd,
+    committed: bool,
+}
+
+impl Staging {
+    fn create(diff_dir: &Utf8Path, opts: &ApplyOptions) -> Result<Self> {
+        let parent = match &opts.staging_parent {
+            Some(p) => p.clone(),
+            None => diff_dir
+                .parent()
+                .filter(|p| !p.as_str().is_empty())
+                .unwrap_or(Utf8Path::new("."))
+                .to_owned(),
+        };
+        let name = diff_dir.file_name().unwrap_or("layer");
+        let base = parent.join(format!(
+            ".aufs-apply-{name}-{}-{}",
+            std::process::id(),
+            STAGING_SEQ.fetch_add(1, Ordering::Relaxed)
+        ));
+        fn io<'p>(
+            op: &'static str,
+            p: &'p Utf8Path,
+        ) -> impl FnOnce(io::Error) -> ArchiveError + 'p {
+            move |e| ArchiveError::io(op, p, e)
+        }
+        // Private from the start: nobody else may create or swap entries in it.
+        rustix::fs::mkdir(base.as_str(), Mode::from_raw_mode(0o700))
+            .map_err(|e| ArchiveError::io("creating staging dir", &base, e.into()))?;
+        let mut st = Staging {
+            root: Root {
+                fd: rustix::fs::open(
+                    base.as_str(),
+                    OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                    Mode::empty(),
+                )
+                .map_err(|e| ArchiveError::io("opening staging dir", &base, e.into()))?,
+            },
+            plnk: rustix::fs::open(
+                base.as_str(),
+                OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                Mode::empty(),
+            )
+            .map_err(|e| ArchiveError::io("opening staging dir", &base, e.into()))?,
+            base,
+            committed: false,
+        };
+        let base = st.base.clone();
+        let sys = |op: &'static str| {
+            let base = base.clone();
+            move |e: rustix::io::Errno| ArchiveError::io(op, base, e.into())
+        };
+        let tree = st.base.join("tree");
+        let plnk = st.base.join("plnk");
+        std::fs::create_dir(&plnk).map_err(io("creating staging dir", &plnk))?;
+        std::fs::create_dir(&tree).map_err(io("creating staging dir", &tree))?;
+        st.root.fd = rustix::fs::open(
+            tree.as_str(),
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(sys("opening staging tree"))?;
+        st.plnk = rustix::fs::open(
+            plnk.as_str(),
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(sys("opening staging dir"))?;
+        // The tree starts as the diff dir's current content (hardlinks: no data copied).
+        match rustix::fs::open(
+            diff_dir.as_str(),
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        ) {
+            Ok(src) => {
+                let dst = st
+                    .root
+                    .open_dir_rw(b"")
+                    .map_err(io("opening staging tree", &tree))?;
+                copy_dir_meta(src.as_fd(), dst.as_fd())
+                    .map_err(io("copying diff dir metadata", diff_dir))?;
+                clone_tree(src.as_fd(), dst.as_fd(), diff_dir)?;
+                let st_src = rustix::fs::fstat(&src)
+                    .map_err(|e| ArchiveError::io("stat", diff_dir, e.into()))?;
+                set_times_like(dst.as_fd(), &st_src)
+                    .map_err(io("copying diff dir metadata", diff_dir))?;
+            }
+            Err(rustix::io::Errno::NOENT) => {
+                let dst = st
+                    .root
+                    .open_dir_rw(b"")
+                    .map_err(io("opening staging tree", &tree))?;
+                rustix::fs::fchmod(&dst, Mode::from_raw_mode(0o755))
+                    .map_err(sys("chmod staging tree"))?;
+            }
+            Err(e) => return Err(ArchiveError::io("opening diff dir", diff_dir, e.into())),
+        }
+        Ok(st)
+    }
+
+    fn tree_path(&self) -> Utf8PathBuf {
+        self.base.join("tree")
+    }
+
+    /// Puts the staged tree in place of `diff_dir` and removes the old content.
+    fn commit(mut self, diff_dir: &Utf8Path) -> Result<()> {
+        let tree = self.tree_path();
+        match rustix::fs::renameat_with(
+            rustix::fs::CWD,
+            tree.as_str(),
+            rustix::fs::CWD,
+            diff_dir.as_str(),
+            RenameFlags::EXCHANGE,
+        ) {
+            Ok(()) => {}
+            Err(rustix::io::Errno::NOENT) => std::fs::rename(&tree, diff_dir)
+                .map_err(|e| ArchiveError::io("moving staged layer into place", diff_dir, e))?,
+            Err(e) => {
+                return Err(ArchiveError::io(
+                    "swapping staged layer into place",
+                    diff_dir,
+                    e.into(),
+                ))
+            }
+        }
+        self.committed = true;
+        if let Some(parent) = diff_dir.parent().filter(|p| !p.as_str().is_empty()) {
+            if let Ok(f) = File::open(parent) {
+                let _ = f.sync_all();
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Staging {
+    fn drop(&mut self) {
+        // After a commit `tree` holds the previous content; before it, the failed attempt.
+        if let Err(e) = std::fs::remove_dir_all(&self.base) {
+            tracing::warn!("storage-driver" = "aufs", path = %self.base, error = %e, committed = self.committed, "cannot remove staging dir");
+        }
+    }
+}
+
+fn is_errno(e: &io::Error, n: rustix::io::Errno) -> bool {
+    e.raw_os_error() == Some(n.raw_os_error())
+}
+
+/// Copies owner, mode and xattrs of one directory onto another.
+fn copy_dir_meta(src: BorrowedFd<'_>, dst: BorrowedFd<'_>) -> io::Result<()> {
+    let st = rustix::fs::fstat(src)?;
+    rustix::fs::fchown(
+        dst,
+        Some(crate::fsops::uid(st.st_uid)),
+        Some(crate::fsops::gid(st.st_gid)),
+    )?;
+    rustix::fs::fchmod(dst, Mode::from_raw_mode(st.st_mode & 0o7777))?;
+    for (k, v) in crate::export::list_xattrs_fd(src)? {
+        let _ = rustix::fs::fsetxattr(dst, k.as_slice(), &v, rustix::fs::XattrFlags::empty());
+    }
+    Ok(())
+}
+
+fn set_times_like(dst: BorrowedFd<'_>, st: &rustix::fs::Stat) -> io::Result<()> {
+    let ts = timestamps(
+        Time {
+            secs: st.st_atime,
+            nsec: st.st_atime_nsec as u32,
+        },
+        Time {
+            secs: st.st_mtime,
+            nsec: st.st_mtime_nsec as u32,
+        },
+    );
+    Ok(rustix::fs::futimens(dst, &ts)?)
+}
+
+/// Rebuilds `src` under `dst`: new directories (same metadata), hardlinks for everything else.
+fn clone_tree(src: BorrowedFd<'_>, dst: BorrowedFd<'_>, src_path: &Utf8Path) -> Result<()> {
+    let names = read_names(src).map_err(|e| ArchiveError::io("reading diff dir", src_path, e))?;
+    for name in names {
+        let at = |op| {
+            let p = src_path.join(lossy(&name));
+            move |e: io::Error| ArchiveError::io(op, p, e)
+        };
+        let st = rustix::fs::statat(src, name.as_slice(), AtFlags::SYMLINK_NOFOLLOW)
+            .map_err(|e| at("lstat")(e.into()))?;
+        if FileType::from_raw_mode(st.st_mode) == FileType::Directory {
+            rustix::fs::mkdirat(dst, name.as_slice(), Mode::from_raw_mode(0o700))
+                .map_err(|e| at("cloning directory")(e.into()))?;
+            let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+            let s = rustix::fs::openat(src, name.as_slice(), flags, Mode::empty())
+                .map_err(|e| at("opening directory")(e.into()))?;
+            let d = rustix::fs::openat(dst, name.as_slice(), flags, Mode::empty())
+                .map_err(|e| at("opening directory")(e.into()))?;
+            copy_dir_meta(s.as_fd(), d.as_fd()).map_err(at("cloning directory metadata"))?;
+            clone_tree(s.as_fd(), d.as_fd(), &src_path.join(lossy(&name)))?;
+            set_times_like(d.as_fd(), &st).map_err(at("cloning directory times"))?;
+        } else {
+            rustix::fs::linkat(src, name.as_slice(), dst, name.as_slice(), AtFlags::empty())
+                .map_err(|e| {
+                    at("hardlinking into staging dir (must be on the diff dir's filesystem)")(
+                        e.into(),
+                    )
+                })?;
+        }
+    }
+    Ok(())
+}
+
+/// A regular file of `.wh..wh.plnk`, extracted aside so hardlinks to it can be materialized.
+struct PlnkFile {
+    stash_name: String,
+    entry: Entry,
+}
+
+struct Applier<'a, R> {
+    staging: &'a Staging,
+    opts: &'a ApplyOptions,
+    rd: TarReader<R>,
+    dirs: Vec<(Vec<u8>, Time, Time)>,
+    plnk: HashMap<Vec<u8>, PlnkFile>,
+    root_owner: Option<(u32, u32)>,
+    entries: u64,
+    skipped_devices: u64,
+    buf: Vec<u8>,
+}
+
+/// Docker's `filepath.Clean` + breakout check: the path relative to the root,
+/// or `None` when it climbs out of it.
+pub(crate) fn clean_path(name: &[u8]) -> Option<Vec<u8>> {
+    let abs = name.starts_with(b"/");
+    let mut parts: Vec<&[u8]> = Vec::new();
+    for comp in name.split(|&b| b == b'/') {
+        match comp {
+            b"" | b"." => {}
+            b".." => {
+                if parts.pop().is_none() && !abs {
+                    return None;
+                }
+            }
+            c => parts.push(c),
+        }
+    }
+    Some(parts.join(&b'/'))
+}
+
+fn split_last(p: &[u8]) -> (&[u8], &[u8]) {
+    match p.iter().rposition(|&b| b == b'/') {
+        Some(i) => (&p[..i], &p[i + 1..]),
+        None => (&[], p),
+    }
+}
+
+fn is_overlay_xattr(k: &[u8]) -> bool {
+    k.starts_with(b"trusted.overlay.") || k.starts_with(b"user.overlay.")
+}
+
+impl<'a, R: Read> Applier<'a, R> {
+    fn new(
+        staging: &'a Staging,
+        opts: &'a ApplyOptions,
+        input: R,
+        rec: Option<Box<dyn Recorder>>,
+    ) -> Result<Self> {
+        let root_owner = if opts.chown {
+            let u = to_host(&opts.uid_map, 0).unwrap_or(0);
+            let g = to_host(&opts.gid_map, 0).unwrap_or(0);
+            Some((u32::try_from(u).unwrap_or(0), u32::try_from(g).unwrap_or(0)))
+        } else {
+            None
+        };
+        Ok(Self {
+            staging,
+            opts,
+            rd: TarReader::new(input, opts.digest, rec),
+            dirs: Vec::new(),
+            plnk: HashMap::new(),
+            root_owner,
+            entries: 0,
+            skipped_devices: 0,
+            buf: vec![0u8; 256 * 1024],
+        })
+    }
+
+    fn run(mut self) -> Result<ApplyReport> {
+        while let Some(entry) = self.rd.next_entry()? {
+            self.apply_entry(entry)?;
+        }
+        // Directory times last: creating entries in a directory changes its mtime.
+        for (rel, atime, mtime) in std::mem::take(&mut self.dirs) {
+            let Ok(fd) = self.staging.root.open_dir_rw(&rel) else {
+                continue; // replaced by a later entry
+            };
+            Target::Fd(fd.as_fd())
+                .set_times(&timestamps(atime, mtime))
+                .map_err(|e| ArchiveError::entry_io(&rel, "setting directory times", e))?;
+        }
+        let crate::reader::Finished {
+            tar_bytes,
+            digest,
+            recorder: rec,
+        } = self.rd.finish()?;
+        if let Some(rec) = rec {
+            rec.finish(tar_bytes).map_err(|e| {
+                ArchiveError::io(
+                    "writing tar-split metadata",
+                    self.opts.tar_split.clone().unwrap_or_default(),
+                    e,
+                )
+            })?;
+        }
+        let size = crate::size::diff_size_fd(
+            self.staging
+                .root
+                .open_dir_rw(b"")
+                .map_err(|e| ArchiveError::io("opening staging tree", self.staging.tree_path(), e))?
+                .as_fd(),
+            &self.staging.tree_path(),
+        )?;
+        Ok(ApplyReport {
+            size,
+            tar_bytes,
+            diff_id: digest.map(|d| {
+                format!(
+                    "sha256:{}",
+                    d.iter().map(|b| format!("{b:02x}")).collect::<String>()
+                )
+            }),
+            entries: self.entries,
+            skipped_devices: self.skipped_devices,
+        })
+    }
+
+    fn map_ids(&self, e: &Entry) -> Result<(u32, u32)> {
+        let u = to_host(&self.opts.uid_map, e.uid).ok_or_else(|| ArchiveError::Unmapped {
+            entry: lossy(&e.name),
+            kind: "uid",
+            id: e.uid,
+        })?;
+        let g = to_host(&self.opts.gid_map, e.gid).ok_or_else(|| ArchiveError::Unmapped {
+            entry: lossy(&e.name),
+            kind: "gid",
+            id: e.gid,
+        })?;
+        let u = u32::try_from(u)
+            .map_err(|_| ArchiveError::bad_entry(&e.name, format!("uid {u} out of range")))?;
+        let g = u32::try_from(g)
+            .map_err(|_| ArchiveError::bad_entry(&e.name, format!("gid {g} out of range")))?;
+        Ok((u, g))
+    }
+
+    fn apply_entry(&mut self, mut e: Entry) -> Result<()> {
+        if e.name.contains(&0) || e.link.contains(&0) {
+            return Err(ArchiveError::bad_entry(&e.name, "name contains a NUL byte"));
+        }
+        let Some(mut rel) = clean_path(&e.name) else {
+            return Err(ArchiveError::bad_entry(
+                &e.name,
+                "path escapes the layer root",
+            ));
+        };
+        let first = rel
+            .split(|&b| b == b'/')
+            .next()
+            .unwrap_or_default()
+            .to_vec();
+        if first.starts_with(WHITEOUT_META_PREFIX.as_bytes()) {
+            if first == WHITEOUT_LINK_DIR.as_bytes() && e.kind == Kind::File {
+                return self.stash_plnk(e, &rel);
+            }
+            if rel != WHITEOUT_OPAQUE_DIR.as_bytes() {
+                tracing::debug!("storage-driver" = "aufs", entry = %lossy(&e.name), "skipping aufs metadata entry");
+                return Ok(());
+            }
+        }
+        if rel.is_empty() {
+            if e.kind == Kind::Dir {
+                return Ok(()); // The layer root keeps its own metadata (Docker's Untar).
+            }
+            return Err(ArchiveError::bad_entry(
+                &e.name,
+                "entry would replace the layer root",
+            ));
+        }
+        // Overlay-format input: whiteout device and opaque xattr become aufs names.
+        if e.kind == Kind::Char && e.dev_major == 0 && e.dev_minor == 0 {
+            let (dir, base) = split_last(&rel);
+            let mut wh = dir.to_vec();
+            if !wh.is_empty() {
+                wh.push(b'/');
+            }
+            wh.extend_from_slice(WHITEOUT_PREFIX.as_bytes());
+            wh.extend_from_slice(base);
+            rel = wh;
+            e.kind = Kind::File;
+            e.mode = 0o600;
+            e.sparse = None;
+        }
+        let opaque = e.kind == Kind::Dir
+            && e.xattrs.iter().any(|(k, v)| {
+                (k == b"trusted.overlay.opaque" || k == b"user.overlay.opaque")
+                    && v.as_slice() == b"y"
+            });
+        e.xattrs.retain(|(k, _)| !is_overlay_xattr(k));
+
+        let ids = self.map_ids(&e)?;
+        let (dir_rel, base) = split_last(&rel);
+        let parent = self
+            .staging
+            .root
+            .ensure_dir(dir_rel, self.root_owner)
+            .map_err(|err| ArchiveError::entry_io(&e.name, "resolving parent directory", err))?;
+        // Replace what is there, unless both are directories (then merge metadata).
+        let mut existed_dir = false;
+        match rustix::fs::statat(&parent, base, AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(st) => {
+                let is_dir = FileType::from_raw_mode(st.st_mode) == FileType::Directory;
+                if is_dir && e.kind == Kind::Dir {
+                    existed_dir = true;
+                } else {
+                    remove_at(parent.as_fd(), base, is_dir).map_err(|err| {
+                        ArchiveError::entry_io(&e.name, "removing existing entry", err)
+                    })?;
+                }
+            }
+            Err(rustix::io::Errno::NOENT) => {}
+            Err(err) => return Err(ArchiveError::entry_io(&e.name, "lstat", err)),
+        }
+        self.entries += 1;
+        match e.kind {
+            Kind::File => {
+                let f = self.create_file(parent.as_fd(), base, &e, Some(&rel))?;
+                self.finish_meta(Target::Fd(f.as_fd()), &e, ids, true)?;
+            }
+            Kind::Dir => {
+                if !existed_dir {
+                    rustix::fs::mkdirat(&parent, base, Mode::from_raw_mode(0o700))
+                        .map_err(|err| ArchiveError::entry_io(&e.name, "mkdir", err))?;
+                }
+                let fd = rustix::fs::openat(
+                    &parent,
+                    base,
+                    OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                    Mode::empty(),
+                )
+                .map_err(|err| ArchiveError::entry_io(&e.name, "opening directory", err))?;
+                self.finish_meta(Target::Fd(fd.as_fd()), &e, ids, false)?;
+                if opaque {
+                    self.make_opaque_marker(fd.as_fd(), &e, ids)?;
+                }
+                self.dirs.push((
+                    rel.clone(),
+                    e.atime.filter(|a| *a >= e.mtime).unwrap_or(e.mtime),
+                    e.mtime,
+                ));
+            }
+            Kind::Symlink => {
+                // Docker's Untar refuses relative targets that climb out of the layer.
+                let mut joined = dir_rel.to_vec();
+                joined.push(b'/');
+                joined.extend_from_slice(e.link.strip_prefix(b"/").unwrap_or(&e.link));
+                if e.link.is_empty() || clean_path(&joined).is_none() {
+                    return Err(ArchiveError::bad_entry(
+                        &e.name,
+                        format!("invalid symlink target {:?}", lossy(&e.link)),
+                    ));
+                }
+                rustix::fs::symlinkat(e.link.as_slice(), &parent, base)
+                    .map_err(|err| ArchiveError::entry_io(&e.name, "symlink", err))?;
+                self.finish_meta(Target::At(parent.as_fd(), base), &e, ids, true)?;
+            }
+            Kind::HardLink => self.hardlink(parent.as_fd(), base, &e)?,
+            Kind::Char | Kind::Block | Kind::Fifo => {
+                let ft = match e.kind {
+                    Kind::Char => FileType::CharacterDevice,
+                    Kind::Block => FileType::BlockDevice,
+                    _ => FileType::Fifo,
+                };
+                let dev = rustix::fs::makedev(e.dev_major, e.dev_minor);
+                match rustix::fs::mknodat(
+                    &parent,
+                    base,
+                    ft,
+                    Mode::from_raw_mode(e.mode & 0o7777),
+                    dev,
+                ) {
+                    Ok(()) => {}
+                    Err(rustix::io::Errno::PERM)
+                        if e.kind != Kind::Fifo && !rustix::process::geteuid().is_root() =>
+                    {
+                        // As Docker in a user namespace: devices cannot be created, skip them.
+                        tracing::warn!("storage-driver" = "aufs", entry = %lossy(&e.name), "skipping device node: not permitted");
+                        self.skipped_devices += 1;
+                        return Ok(());
+                    }
+                    Err(err) => return Err(ArchiveError::entry_io(&e.name, "mknod", err)),
+                }
+                self.finish_meta(Target::At(parent.as_fd(), base), &e, ids, true)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Owner, xattrs, mode (after chown, which clears set-id bits), times.
+    fn finish_meta(&self, t: Target<'_>, e: &Entry, (u, g): (u32, u32), times: bool) -> Result<()> {
+        let is_symlink = e.kind == Kind::Symlink;
+        if self.opts.chown {
+            t.chown(u, g)
+                .map_err(|err| ArchiveError::entry_io(&e.name, "chown", err))?;
+        }
+        for (k, v) in &e.xattrs {
+            if let Err(err) = t.set_xattr(k, v) {
+                if is_errno(&err, rustix::io::Errno::NOTSUP)
+                    || is_errno(&err, rustix::io::Errno::PERM)
+                {
+                    tracing::warn!("storage-driver" = "aufs", entry = %lossy(&e.name), xattr = %lossy(k), error = %err, "ignoring xattr");
+                    continue;
+                }
+                return Err(ArchiveError::entry_io(&e.name, "setxattr", err));
+            }
+        }
+        if !is_symlink {
+            t.chmod(e.mode)
+                .map_err(|err| ArchiveError::entry_io(&e.name, "chmod", err))?;
+        }
+        if times {
+            let atime = e.atime.filter(|a| *a >= e.mtime).unwrap_or(e.mtime);
+            t.set_times(&timestamps(atime, e.mtime))
+                .map_err(|err| ArchiveError::entry_io(&e.name, "setting times", err))?;
+        }
+        Ok(())
+    }
+
+    /// Creates a regular file and writes the entry's content into it (sparse-aware).
+    /// `record` is the file's path in the layer, for exact-bytes metadata.
+    fn create_file(
+        &mut self,
+        dir: BorrowedFd<'_>,
+        base: &[u8],
+        e: &Entry,
+        record: Option<&[u8]>,
+    ) -> Result<File> {
+        let fd = rustix::fs::openat(
+            dir,
+            base,
+            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::from_raw_mode(0o600),
+        )
+        .map_err(|err| ArchiveError::entry_io(&e.name, "creating file", err))?;
+        let mut f = File::from(fd);
+        let werr = |err: io::Error| ArchiveError::entry_io(&e.name, "writing file", err);
+        match &e.sparse {
+            None => {
+                if let Some(p) = record {
+                    self.rd.begin_file(p, e.size)?;
+                    if e.size > 0 {
+                        self.rd.record_range(0, e.size)?;
+                    }
+                }
+                loop {
+                    let n = self.rd.read_content(&mut self.buf)?;
+                    if n == 0 {
+                        break;
+                    }
+                    f.write_all(&self.buf[..n]).map_err(werr)?;
+                }
+            }
+            Some(sparse) => {
+                let (map, real_size) = match sparse {
+                    Sparse::Map { map, real_size } => (map.clone(), *real_size),
+                    Sparse::InData { real_size } => {
+                        if let Some(p) = record {
+                            self.rd.begin_file(p, *real_size)?;
+                        }
+                        // The map is archive bytes that are not file content: stored inline.
+                        self.rd.set_inline(true);
+                        let (map, _) = crate::sparse::read_data_map(&mut self.rd, &e.name)?;
+                        if record.is_some() {
+                            self.rd.set_inline(false);
+                        }
+                        (map, *real_size)
+                    }
+                };
+                crate::sparse::validate(&map, real_size, self.rd.remaining(), &e.name)?;
+                if let Some(p) = record {
+                    self.rd.begin_file(p, real_size)?;
+                }
+                for (off, len) in map {
+                    if record.is_some() {
+                        self.rd.record_range(off, len)?;
+                    }
+                    let mut pos = off;
+                    let end = off + len;
+                    while pos < end {
+                        let want = ((end - pos) as usize).min(self.buf.len());
+                        let n = self.rd.read_content(&mut self.buf[..want])?;
+                        if n == 0 {
+                            return Err(ArchiveError::bad_entry(
+                                &e.name,
+                                "sparse data shorter than its map",
+                            ));
+                        }
+                        f.write_all_at(&self.buf[..n], pos).map_err(werr)?;
+                        pos += n as u64;
+                    }
+                }
+                f.set_len(real_size).map_err(werr)?;
+            }
+        }
+        if self.rd.remaining() != 0 {
+            return Err(ArchiveError::bad_entry(
+                &e.name,
+                "content longer than its sparse map",
+            ));
+        }
+        Ok(f)
+    }
+
+    fn make_opaque_marker(
+        &mut self,
+        dir: BorrowedFd<'_>,
+        e: &Entry,
+        ids: (u32, u32),
+    ) -> Result<()> {
+        let name = WHITEOUT_OPAQUE_DIR.as_bytes();
+        match rustix::fs::openat(
+            dir,
+            name,
+            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::from_raw_mode(0o600),
+        ) {
+            Ok(fd) => {
+                let marker = Entry {
+                    kind: Kind::File,
+                    mode: e.mode & 0o777,
+                    xattrs: Vec::new(),
+                    ..e.clone()
+                };
+                self.finish_meta(Target::Fd(fd.as_fd()), &marker, ids, true)
+            }
+            Err(rustix::io::Errno::EXIST) => Ok(()),
+            Err(err) => Err(ArchiveError::entry_io(
+                &e.name,
+                "creating opaque marker",
+                err,
+            )),
+        }
+    }
+
+    /// Keeps a `.wh..wh.plnk` file aside (not in the layer), as Docker's UnpackLayer.
+    fn stash_plnk(&mut self, e: Entry, rel: &[u8]) -> Result<()> {
+        let key = split_last(rel).1.to_vec();
+        let stash_name = format!("{}", self.plnk.len());
+        let plnk = self
+            .staging
+            .plnk
+            .try_clone()
+            .map_err(|err| ArchiveError::entry_io(&e.name, "dup", err))?;
+        let _ = rustix::fs::unlinkat(&plnk, stash_name.as_str(), AtFlags::empty());
+        self.create_file(plnk.as_fd(), stash_name.as_bytes(), &e, None)?;
+        self.plnk.insert(
+            key,
+            PlnkFile {
+                stash_name,
+                entry: e,
+            },
+        );
+        Ok(())
+    }
+
+    fn hardlink(&mut self, dir: BorrowedFd<'_>, base: &[u8], e: &Entry) -> Result<()> {
+        let Some(target) = clean_path(&e.link) else {
+            return Err(ArchiveError::bad_entry(
+                &e.name,
+                format!(
+                    "hardlink target {:?} escapes the layer root",
+                    lossy(&e.link)
+                ),
+            ));
+        };
+        if target.starts_with(WHITEOUT_LINK_DIR.as_bytes()) {
+            // A hardlink into aufs's pseudo-link dir: materialize a copy of the stashed file.
+            let key = split_last(&target).1;
+            let Some(p) = self.plnk.get(key) else {
+                return Err(ArchiveError::bad_entry(
+                    &e.name,
+                    "invalid aufs hardlink: target not in .wh..wh.plnk",
+                ));
+            };
+            let (stash_name, src_entry) = (p.stash_name.clone(), p.entry.clone());
+            let src = rustix::fs::openat(
+                &self.staging.plnk,
+                stash_name.as_str(),
+                OFlags::RDONLY | OFlags::CLOEXEC,
+                Mode::empty(),
+            )
+            .map_err(|err| {
+                ArchiveError::entry_io(&e.name, "opening stashed aufs hardlink target", err)
+            })?;
+            let fd = rustix::fs::openat(
+                dir,
+                base,
+                OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::from_raw_mode(0o600),
+            )
+            .map_err(|err| ArchiveError::entry_io(&e.name, "creating file", err))?;
+            let mut out = File::from(fd);
+            io::copy(&mut File::from(src), &mut out).map_err(|err| {
+                ArchiveError::entry_io(&e.name, "copying aufs hardlink target", err)
+            })?;
+            let ids = self.map_ids(&src_entry)?;
+            return self.finish_meta(
+                Target::Fd(out.as_fd()),
+                &Entry {
+                    name: e.name.clone(),
+                    ..src_entry
+                },
+                ids,
+                true,
+            );
+        }
+        let (tdir, tbase) = split_last(&target);
+        if tbase.is_empty() {
+            return Err(ArchiveError::bad_entry(
+                &e.name,
+                "hardlink to the layer root",
+            ));
+        }
+        let tparent = self
+            .staging
+            .root
+            .resolve_dir(tdir)
+            .map_err(|err| ArchiveError::entry_io(&e.name, "resolving hardlink target", err))?;
+        // No AT_SYMLINK_FOLLOW: a symlink target is linked itself, never followed.
+        rustix::fs::linkat(&tparent, tbase, dir, base, AtFlags::empty())
+            .map_err(|err| ArchiveError::entry_io(&e.name, "hardlink", err))?;
+        Ok(())
+    }
+}

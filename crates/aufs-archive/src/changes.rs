@@ -1,0 +1,277 @@
+//! What a layer changed against its parents (Docker's `archive.Changes` for aufs).
+
+use std::fmt;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+
+use aufs_model::whiteout::{
+    whiteout_target_bytes, WHITEOUT_META_PREFIX, WHITEOUT_OPAQUE_DIR, WHITEOUT_PREFIX,
+};
+use camino::Utf8Path;
+use rustix::fs::{AtFlags, FileType, Mode, OFlags, Stat};
+
+use crate::error::{lossy, ArchiveError, Result};
+use crate::walk::{open_dir, read_names};
+
+/// The kind of a change, ordered as Docker's constants (Modify, Add, Delete).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ChangeKind {
+    /// `C`: the entry existed below and differs.
+    Modify,
+    /// `A`: the entry is new.
+    Add,
+    /// `D`: the entry was deleted (a whiteout).
+    Delete,
+}
+
+impl fmt::Display for ChangeKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ChangeKind::Modify => "C",
+            ChangeKind::Add => "A",
+            ChangeKind::Delete => "D",
+        })
+    }
+}
+
+/// One changed path, as `docker diff` prints it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Change {
+    /// Absolute path in the union (`/etc/passwd`), lossy UTF-8.
+    pub path: String,
+    /// The exact path bytes (names need not be UTF-8).
+    pub raw_path: Vec<u8>,
+    /// What happened to it.
+    pub kind: ChangeKind,
+}
+
+impl fmt::Display for Change {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.kind, self.path)
+    }
+}
+
+impl Change {
+    pub(crate) fn new(raw_path: Vec<u8>, kind: ChangeKind) -> Self {
+        Self {
+            path: lossy(&raw_path),
+            raw_path,
+            kind,
+        }
+    }
+}
+
+/// Changes of the layer whose diff dir is `upper` against the union of
+/// `lowers` (diff dirs of its parents, nearest first).
+///
+/// Docker's rules: a `.wh.NAME` is `D` of NAME; an entry is `A` unless it is
+/// visible in the lower union (then `C`), except directories whose size, mode
+/// and mtime are equal, which are not listed; the parent of an `A` or `D` is
+/// listed as `C`. Past Docker: lower layers are looked up as a union (a path
+/// hidden by a lower whiteout or opaque dir is absent), an opaque directory is
+/// `C` and everything under it `A`, aufs metadata is never listed, and no
+/// `.wh.` name is ever printed. Sorted by path.
+pub fn changes(lowers: &[&Utf8Path], upper: &Utf8Path) -> Result<Vec<Change>> {
+    let span = tracing::info_span!("changes", "storage-driver" = "aufs", upper = %upper);
+    let _g = span.enter();
+    let lower_fds = lowers
+        .iter()
+        .map(|p| {
+            rustix::fs::open(
+                p.as_str(),
+                OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                Mode::empty(),
+            )
+            .map_err(|e| ArchiveError::io("opening lower layer", *p, e.into()))
+        })
+        .collect::<Result<Vec<OwnedFd>>>()?;
+    let up = open_dir(upper)?;
+    let mut w = Walker {
+        lowers: &lower_fds,
+        upper,
+        out: Vec::new(),
+    };
+    let all: Vec<usize> = (0..lower_fds.len()).collect();
+    let rel = Vec::new();
+    let root_opaque = has_opaque(up.as_fd(), b".");
+    w.dir(
+        up.as_fd(),
+        &rel,
+        if root_opaque { Vec::new() } else { all },
+        true,
+    )?;
+    let mut out = w.out;
+    out.sort_by(|a, b| a.raw_path.cmp(&b.raw_path).then(a.kind.cmp(&b.kind)));
+    Ok(out)
+}
+
+struct Walker<'a> {
+    lowers: &'a [OwnedFd],
+    upper: &'a Utf8Path,
+    out: Vec<Change>,
+}
+
+fn has_opaque(dir: BorrowedFd<'_>, sub: &[u8]) -> bool {
+    let mut p = sub.to_vec();
+    p.push(b'/');
+    p.extend_from_slice(WHITEOUT_OPAQUE_DIR.as_bytes());
+    rustix::fs::statat(dir, p.as_slice(), AtFlags::SYMLINK_NOFOLLOW).is_ok()
+}
+
+fn lstat_at(dir: BorrowedFd<'_>, rel: &[u8]) -> Option<Stat> {
+    rustix::fs::statat(dir, rel, AtFlags::SYMLINK_NOFOLLOW).ok()
+}
+
+fn is_dir(st: &Stat) -> bool {
+    FileType::from_raw_mode(st.st_mode) == FileType::Directory
+}
+
+/// Go's `sameFsTime`: equal, or the same second with one side lacking nanoseconds.
+fn same_time(a: &Stat, b: &Stat) -> bool {
+    a.st_mtime == b.st_mtime
+        && (a.st_mtime_nsec == b.st_mtime_nsec || a.st_mtime_nsec == 0 || b.st_mtime_nsec == 0)
+}
+
+fn join(dir: &[u8], name: &[u8]) -> Vec<u8> {
+    let mut p = dir.to_vec();
+    if !p.is_empty() {
+        p.push(b'/');
+    }
+    p.extend_from_slice(name);
+    p
+}
+
+fn abs(rel: &[u8]) -> Vec<u8> {
+    let mut p = b"/".to_vec();
+    p.extend_from_slice(rel);
+    p
+}
+
+impl Walker<'_> {
+    /// Looks `rel` up in the lower union restricted to `visible` (the lowers in
+    /// which its parent is a visible directory, nearest first).
+    fn lookup(&self, parent: &[u8], name: &[u8], visible: &[usize]) -> Option<Stat> {
+        let rel = join(parent, name);
+        let mut wh = WHITEOUT_PREFIX.as_bytes().to_vec();
+        wh.extend_from_slice(name);
+        let wh_rel = join(parent, &wh);
+        for &i in visible {
+            let fd = self.lowers[i].as_fd();
+            if let Some(st) = lstat_at(fd, &rel) {
+                return Some(st);
+            }
+            if lstat_at(fd, &wh_rel).is_some() {
+                return None;
+            }
+        }
+        None
+    }
+
+    /// The lowers in which directory `rel` is visible, nearest first.
+    fn visible_below(&self, parent: &[u8], name: &[u8], visible: &[usize]) -> Vec<usize> {
+        let rel = join(parent, name);
+        let mut wh = WHITEOUT_PREFIX.as_bytes().to_vec();
+        wh.extend_from_slice(name);
+        let wh_rel = join(parent, &wh);
+        let mut out = Vec::new();
+        for &i in visible {
+            let fd = self.lowers[i].as_fd();
+            match lstat_at(fd, &rel) {
+                Some(st) if is_dir(&st) => {
+                    out.push(i);
+                    // An opaque dir, or a whiteout beside the dir, hides the lower layers' copies.
+                    if has_opaque(fd, &rel) || lstat_at(fd, &wh_rel).is_some() {
+                        break;
+                    }
+                }
+                Some(_) => break,
+                None => {
+                    if lstat_at(fd, &wh_rel).is_some() {
+                        break;
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    fn push_parent_modify(&mut self, parent_rel: &[u8], parent_recorded: &mut bool) {
+        if !*parent_recorded && !parent_rel.is_empty() {
+            self.out
+                .push(Change::new(abs(parent_rel), ChangeKind::Modify));
+            *parent_recorded = true;
+        }
+    }
+
+    /// Visits directory `rel` of the upper layer. `parent_recorded` is whether
+    /// `rel` itself is already listed (Docker's `changedDirs`).
+    fn dir(
+        &mut self,
+        fd: BorrowedFd<'_>,
+        rel: &[u8],
+        visible: Vec<usize>,
+        mut parent_recorded: bool,
+    ) -> Result<()> {
+        let names = read_names(fd)
+            .map_err(|e| ArchiveError::io("reading directory", self.upper.join(lossy(rel)), e))?;
+        for name in names {
+            if name.starts_with(WHITEOUT_META_PREFIX.as_bytes())
+                || name == WHITEOUT_PREFIX.as_bytes()
+            {
+                // aufs metadata (.wh..wh.plnk, .wh..wh.aufs, the opaque marker): never listed.
+                continue;
+            }
+            let Some(st) = lstat_at(fd, &name) else {
+                continue;
+            };
+            if let Some(target) = whiteout_target_bytes(&name) {
+                let parent = rel.to_vec();
+                self.push_parent_modify(&parent, &mut parent_recorded);
+                self.out
+                    .push(Change::new(abs(&join(rel, target)), ChangeKind::Delete));
+                continue;
+            }
+            let child_rel = join(rel, &name);
+            let child_is_dir = is_dir(&st);
+            let opaque = child_is_dir && has_opaque(fd, &name);
+            let lower = self.lookup(rel, &name, &visible);
+            let kind = match &lower {
+                None => Some(ChangeKind::Add),
+                Some(l) if child_is_dir && is_dir(l) && !opaque => {
+                    let same =
+                        st.st_size == l.st_size && st.st_mode == l.st_mode && same_time(&st, l);
+                    (!same).then_some(ChangeKind::Modify)
+                }
+                Some(_) => Some(ChangeKind::Modify),
+            };
+            if let Some(kind) = kind {
+                if kind == ChangeKind::Add {
+                    let parent = rel.to_vec();
+                    self.push_parent_modify(&parent, &mut parent_recorded);
+                }
+                self.out.push(Change::new(abs(&child_rel), kind));
+            }
+            if child_is_dir {
+                let sub_visible = if opaque {
+                    Vec::new()
+                } else {
+                    self.visible_below(rel, &name, &visible)
+                };
+                let sub = rustix::fs::openat(
+                    fd,
+                    name.as_slice(),
+                    OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                    Mode::empty(),
+                )
+                .map_err(|e| {
+                    ArchiveError::io(
+                        "opening directory",
+                        self.upper.join(lossy(&child_rel)),
+                        e.into(),
+                    )
+                })?;
+                self.dir(sub.as_fd(), &child_rel, sub_visible, kind.is_some())?;
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,354 @@
+//! Exporting a diff dir as a layer tarball with aufs whiteouts.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{self, BufWriter, Read, Write};
+use std::os::fd::{AsFd, BorrowedFd};
+
+use aufs_model::whiteout::{WHITEOUT_META_PREFIX, WHITEOUT_OPAQUE_DIR};
+use camino::Utf8Path;
+use rustix::fs::{FileType, Mode, OFlags};
+
+use crate::error::{lossy, ArchiveError, Result};
+use crate::fsops::proc_path;
+use crate::walk::{open_dir, walk, Step};
+
+const BLOCK: usize = 512;
+
+/// Writes `diff_dir` as a tar (GNU format, PAX records for xattrs), in byte
+/// order of names, hardlinks as link entries, whiteouts as the files they are.
+/// Top-level `.wh..wh.*` entries (aufs metadata such as `.wh..wh.plnk`) are left
+/// out, except `.wh..wh..opq` — Docker's `ExcludePatterns [".wh..wh.*", "!.wh..wh..opq"]`.
+/// Returns the number of bytes written.
+pub fn export_diff(diff_dir: &Utf8Path, out: impl Write) -> Result<u64> {
+    let span = tracing::info_span!("export_diff", "storage-driver" = "aufs", diff_dir = %diff_dir);
+    let _g = span.enter();
+    let root = open_dir(diff_dir)?;
+    let mut w = TarWriter::new(out);
+    let mut links = Links::default();
+    walk(root.as_fd(), diff_dir, &mut |e| {
+        let top = !e.rel.contains(&b'/');
+        if top
+            && e.name.starts_with(WHITEOUT_META_PREFIX.as_bytes())
+            && e.name != WHITEOUT_OPAQUE_DIR.as_bytes()
+        {
+            return Ok(Step::Skip);
+        }
+        let written = write_entry(
+            &mut w, &mut links, e.parent, e.name, e.rel, e.stat, diff_dir,
+        )?;
+        Ok(if written { Step::Descend } else { Step::Skip })
+    })?;
+    w.finish()
+        .map_err(|e| ArchiveError::io("writing tar", diff_dir, e))
+}
+
+/// First path seen of every multiply-linked inode, so later ones become link entries.
+#[derive(Default)]
+pub(crate) struct Links(HashMap<(u64, u64), Vec<u8>>);
+
+/// Writes one file-system entry (`name` in `parent`, stored as `rel`) as tar
+/// headers and content. Returns false for what a tar cannot hold (sockets).
+pub(crate) fn write_entry<W: Write>(
+    w: &mut TarWriter<W>,
+    links: &mut Links,
+    parent: BorrowedFd<'_>,
+    name: &[u8],
+    rel: &[u8],
+    stat: &rustix::fs::Stat,
+    root_path: &Utf8Path,
+) -> Result<bool> {
+    let at = |op| {
+        let p = root_path.join(lossy(rel));
+        move |err: io::Error| ArchiveError::io(op, p, err)
+    };
+    let ft = FileType::from_raw_mode(stat.st_mode);
+    let mut h = HeaderInfo {
+        name: rel.to_vec(),
+        link: Vec::new(),
+        typeflag: b'0',
+        mode: stat.st_mode & 0o7777,
+        uid: u64::from(stat.st_uid),
+        gid: u64::from(stat.st_gid),
+        mtime: stat.st_mtime.max(0) as u64,
+        size: 0,
+        dev: (0, 0),
+        xattrs: Vec::new(),
+    };
+    let key = (stat.st_dev, stat.st_ino);
+    let mut content: Option<File> = None;
+    match ft {
+        FileType::Socket => {
+            tracing::warn!("storage-driver" = "aufs", path = %lossy(rel), "skipping socket");
+            return Ok(false);
+        }
+        FileType::Directory => {
+            h.typeflag = b'5';
+            h.name.push(b'/');
+            let fd = rustix::fs::openat(
+                parent,
+                name,
+                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::empty(),
+            )
+            .map_err(|err| at("opening directory")(err.into()))?;
+            h.xattrs = list_xattrs_fd(fd.as_fd()).map_err(at("listing xattrs"))?;
+        }
+        _ if stat.st_nlink > 1 && links.0.contains_key(&key) => {
+            h.typeflag = b'1';
+            h.link = links.0[&key].clone();
+        }
+        FileType::RegularFile => {
+            let fd = rustix::fs::openat(
+                parent,
+                name,
+                OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NONBLOCK,
+                Mode::empty(),
+            )
+            .map_err(|err| at("opening file")(err.into()))?;
+            let st = rustix::fs::fstat(&fd).map_err(|err| at("stat")(err.into()))?;
+            h.size = st.st_size as u64;
+            h.xattrs = list_xattrs_fd(fd.as_fd()).map_err(at("listing xattrs"))?;
+            content = Some(File::from(fd));
+        }
+        FileType::Symlink => {
+            h.typeflag = b'2';
+            h.link = rustix::fs::readlinkat(parent, name, Vec::new())
+                .map_err(|err| at("readlink")(err.into()))?
+                .into_bytes();
+            h.xattrs = list_xattrs_at(parent, name).map_err(at("listing xattrs"))?;
+        }
+        FileType::CharacterDevice | FileType::BlockDevice | FileType::Fifo => {
+            h.typeflag = match ft {
+                FileType::CharacterDevice => b'3',
+                FileType::BlockDevice => b'4',
+                _ => b'6',
+            };
+            h.dev = (
+                rustix::fs::major(stat.st_rdev),
+                rustix::fs::minor(stat.st_rdev),
+            );
+            h.xattrs = list_xattrs_at(parent, name).map_err(at("listing xattrs"))?;
+        }
+        _ => return Ok(false),
+    }
+    if ft != FileType::Directory && stat.st_nlink > 1 && h.typeflag != b'1' {
+        links.0.insert(key, rel.to_vec());
+    }
+    let werr = |e: io::Error| ArchiveError::io("writing tar", root_path, e);
+    w.header(&h).map_err(werr)?;
+    if let Some(f) = content {
+        let n = io::copy(&mut f.take(h.size), &mut w.out).map_err(at("reading file"))?;
+        if n != h.size {
+            return Err(at("reading file")(io::Error::other(
+                "file shrank while being exported",
+            )));
+        }
+        w.pad(h.size).map_err(werr)?;
+    }
+    Ok(true)
+}
+
+/// Xattrs worth carrying in a layer: everything but host-specific or
+/// union-private ones (`security.selinux`, `system.*`, `*.overlay.*`).
+fn keep_xattr(k: &[u8]) -> bool {
+    !(k == b"security.selinux"
+        || k.starts_with(b"system.")
+        || k.starts_with(b"trusted.overlay.")
+        || k.starts_with(b"user.overlay."))
+}
+
+fn split_list(list: &[u8]) -> impl Iterator<Item = &[u8]> {
+    list.split(|&b| b == 0).filter(|k| !k.is_empty())
+}
+
+fn unsupported(e: &rustix::io::Errno) -> bool {
+    *e == rustix::io::Errno::NOTSUP
+}
+
+/// Xattrs of an open file or directory, sorted by name.
+pub(crate) fn list_xattrs_fd(fd: BorrowedFd<'_>) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    let mut names = vec![0u8; 4096];
+    let n = match rustix::fs::flistxattr(fd, &mut names[..]) {
+        Ok(n) => n,
+        Err(rustix::io::Errno::RANGE) => {
+            names = vec![0u8; 65536];
+            rustix::fs::flistxattr(fd, &mut names[..])?
+        }
+        Err(e) if unsupported(&e) => return Ok(Vec::new()),
+        Err(e) => return Err(e.into()),
+    };
+    let mut out = Vec::new();
+    for k in split_list(&names[..n]).filter(|k| keep_xattr(k)) {
+        let mut v = vec![0u8; 65536];
+        match rustix::fs::fgetxattr(fd, k, &mut v[..]) {
+            Ok(len) => {
+                v.truncate(len);
+                out.push((k.to_vec(), v));
+            }
+            Err(rustix::io::Errno::NODATA) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Xattrs of `name` in `dir`, not following it.
+pub(crate) fn list_xattrs_at(
+    dir: BorrowedFd<'_>,
+    name: &[u8],
+) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    let p = proc_path(dir, name);
+    let mut names = vec![0u8; 65536];
+    let n = match rustix::fs::llistxattr(&p, &mut names[..]) {
+        Ok(n) => n,
+        Err(e) if unsupported(&e) || e == rustix::io::Errno::PERM => return Ok(Vec::new()),
+        Err(e) => return Err(e.into()),
+    };
+    let mut out = Vec::new();
+    for k in split_list(&names[..n]).filter(|k| keep_xattr(k)) {
+        let mut v = vec![0u8; 65536];
+        match rustix::fs::lgetxattr(&p, k, &mut v[..]) {
+            Ok(len) => {
+                v.truncate(len);
+                out.push((k.to_vec(), v));
+            }
+            Err(rustix::io::Errno::NODATA) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// What one entry's headers say.
+pub(crate) struct HeaderInfo {
+    pub name: Vec<u8>,
+    pub link: Vec<u8>,
+    pub typeflag: u8,
+    pub mode: u32,
+    pub uid: u64,
+    pub gid: u64,
+    pub mtime: u64,
+    pub size: u64,
+    pub dev: (u32, u32),
+    pub xattrs: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+/// Writes tar blocks, counting bytes.
+pub(crate) struct TarWriter<W: Write> {
+    pub out: Counting<BufWriter<W>>,
+}
+
+pub(crate) struct Counting<W> {
+    inner: W,
+    n: u64,
+}
+
+impl<W: Write> Write for Counting<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.n += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+impl<W: Write> TarWriter<W> {
+    pub(crate) fn new(out: W) -> Self {
+        Self {
+            out: Counting {
+                inner: BufWriter::with_capacity(256 * 1024, out),
+                n: 0,
+            },
+        }
+    }
+
+    pub(crate) fn pad(&mut self, len: u64) -> io::Result<()> {
+        let rem = (len % BLOCK as u64) as usize;
+        if rem != 0 {
+            self.out.write_all(&[0u8; BLOCK][..BLOCK - rem])?;
+        }
+        Ok(())
+    }
+
+    fn special(&mut self, name: &[u8], typeflag: u8, data: &[u8]) -> io::Result<()> {
+        let mut h = tar::Header::new_gnu();
+        {
+            let old = h.as_old_mut();
+            let n = name.len().min(99);
+            old.name[..n].copy_from_slice(&name[..n]);
+        }
+        h.set_mode(0o644);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(0);
+        h.set_size(data.len() as u64);
+        h.set_entry_type(tar::EntryType::new(typeflag));
+        h.set_cksum();
+        self.out.write_all(h.as_bytes())?;
+        self.out.write_all(data)?;
+        self.pad(data.len() as u64)
+    }
+
+    pub(crate) fn header(&mut self, info: &HeaderInfo) -> io::Result<()> {
+        if !info.xattrs.is_empty() {
+            let mut pax = Vec::new();
+            for (k, v) in &info.xattrs {
+                let mut rec = Vec::new();
+                rec.extend_from_slice(b"SCHILY.xattr.");
+                rec.extend_from_slice(k);
+                rec.push(b'=');
+                rec.extend_from_slice(v);
+                rec.push(b'\n');
+                // The length prefix counts itself and the space.
+                let mut len = rec.len() + 2;
+                while format!("{len} ").len() + rec.len() != len {
+                    len = format!("{len} ").len() + rec.len();
+                }
+                pax.extend_from_slice(format!("{len} ").as_bytes());
+                pax.extend_from_slice(&rec);
+            }
+            self.special(b"././@PaxHeader", b'x', &pax)?;
+        }
+        if info.name.len() > 100 {
+            let mut n = info.name.clone();
+            n.push(0);
+            self.special(b"././@LongLink", b'L', &n)?;
+        }
+        if info.link.len() > 100 {
+            let mut n = info.link.clone();
+            n.push(0);
+            self.special(b"././@LongLink", b'K', &n)?;
+        }
+        let mut h = tar::Header::new_gnu();
+        {
+            let old = h.as_old_mut();
+            let n = info.name.len().min(100);
+            old.name[..n].copy_from_slice(&info.name[..n]);
+            let l = info.link.len().min(100);
+            old.linkname[..l].copy_from_slice(&info.link[..l]);
+        }
+        h.set_mode(info.mode);
+        h.set_uid(info.uid);
+        h.set_gid(info.gid);
+        h.set_mtime(info.mtime);
+        h.set_size(info.size);
+        h.set_entry_type(tar::EntryType::new(info.typeflag));
+        if matches!(info.typeflag, b'3' | b'4') {
+            h.set_device_major(info.dev.0)?;
+            h.set_device_minor(info.dev.1)?;
+        }
+        h.set_cksum();
+        self.out.write_all(h.as_bytes())
+    }
+
+    pub(crate) fn finish(mut self) -> io::Result<u64> {
+        self.out.write_all(&[0u8; 2 * BLOCK])?;
+        self.out.flush()?;
+        Ok(self.out.n)
+    }
+}

@@ -1,0 +1,485 @@
+//! moby's `graphtest` content cases (plus containers/storage's
+//! `DriverTestEcho`) over a [`Driver`] on a real filesystem: files are
+//! written and read with `std::fs` on the paths `get` returns, so with a
+//! parent the union mount itself is exercised.
+//!
+//! Cases that need the driver's diff and apply (`DiffApply`, `Changes`) are
+//! not here; `DriverTestEcho` checks, in place of `Changes`, the entries of
+//! each layer's diff dir that Docker's aufs `Changes` reads (every entry
+//! except `.wh..wh.*` metadata).
+
+use aufs_driver::{CreateOpts, Driver};
+use aufs_model::LayerId;
+use camino::{Utf8Path, Utf8PathBuf};
+use nix::sys::stat::{umask, Mode};
+use std::collections::BTreeSet;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
+use std::sync::{Mutex, MutexGuard};
+
+/// The mode `get` shows for the root of a new layer.
+pub const DEFAULT_PERMS: u32 = 0o755;
+const SUBDIR: &str = "a subdir";
+const SUBDIR_PERMS: u32 = 0o705 | libc::S_ISVTX;
+const SUBDIR_OWNER: (u32, u32) = (1, 2);
+const FILE: &str = "a file";
+const FILE_PERMS: u32 = 0o222 | libc::S_ISUID;
+const FILE_DATA: &[u8] = b"Some data";
+
+fn id(s: &str) -> LayerId {
+    LayerId::new(s).unwrap_or_else(|e| panic!("layer id {s:?}: {e}"))
+}
+
+fn no_opts() -> CreateOpts {
+    CreateOpts::default()
+}
+
+/// A 64-hex-digit layer id (what `stringid.GenerateRandomID` makes),
+/// derived from `seed` so runs are reproducible.
+pub fn layer_id(seed: u64) -> LayerId {
+    let mut rng = SplitMix(seed);
+    id(&(0..4)
+        .map(|_| format!("{:016x}", rng.next_u64()))
+        .collect::<String>())
+}
+
+/// A small seeded generator (splitmix64): reproducible content, no
+/// dependency.
+#[derive(Debug, Clone)]
+pub struct SplitMix(pub u64);
+
+impl SplitMix {
+    /// The next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// A number below `n` (which must not be 0).
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next_u64() % n as u64) as usize
+    }
+}
+
+/// `size` bytes derived from `seed` (graphtest's `randomContent`).
+pub fn random_content(size: usize, seed: u64) -> Vec<u8> {
+    let mut rng = SplitMix(seed);
+    let mut out = Vec::with_capacity(size + 8);
+    while out.len() < size {
+        out.extend_from_slice(&rng.next_u64().to_le_bytes());
+    }
+    out.truncate(size);
+    out
+}
+
+/// Holds the process umask at 0, as graphtest's `createBase` does "to be
+/// able to set any perms"; restores it on drop. The umask is per process,
+/// so holders are serialised.
+#[derive(Debug)]
+struct ZeroUmask {
+    old: Mode,
+    _serial: MutexGuard<'static, ()>,
+}
+
+impl ZeroUmask {
+    fn set() -> Self {
+        static SERIAL: Mutex<()> = Mutex::new(());
+        let serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+        ZeroUmask {
+            old: umask(Mode::empty()),
+            _serial: serial,
+        }
+    }
+}
+
+impl Drop for ZeroUmask {
+    fn drop(&mut self) {
+        umask(self.old);
+    }
+}
+
+/// Checks type, permission bits (with sticky, set-uid, set-gid) and owner
+/// of `path`, following symlinks as `os.Stat` does.
+pub fn verify_file(path: &Utf8Path, file_type: u32, perms: u32, uid: u32, gid: u32) {
+    let md = std::fs::metadata(path).unwrap_or_else(|e| panic!("stat {path}: {e}"));
+    let mode = md.mode();
+    assert_eq!(mode & libc::S_IFMT, file_type, "type of {path}: {mode:o}");
+    assert_eq!(mode & 0o7777, perms, "mode of {path}: {mode:o}");
+    assert_eq!((md.uid(), md.gid()), (uid, gid), "owner of {path}");
+}
+
+/// The names in `dir`, without `lost+found` (which ext4 roots always have).
+pub fn read_dir(dir: &Utf8Path) -> BTreeSet<String> {
+    std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("read {dir}: {e}"))
+        .map(|e| {
+            e.unwrap_or_else(|e| panic!("read {dir}: {e}"))
+                .file_name()
+                .into_string()
+                .expect("utf-8 name")
+        })
+        .filter(|n| n != "lost+found")
+        .collect()
+}
+
+/// Runs `f` on the root of `layer` between a `get` and a `put`.
+pub fn with_layer<T>(driver: &Driver, layer: &LayerId, f: impl FnOnce(&Utf8Path) -> T) -> T {
+    let root = driver
+        .get(layer, "")
+        .unwrap_or_else(|e| panic!("get {layer}: {e}"));
+    let out = f(&root);
+    driver
+        .put(layer)
+        .unwrap_or_else(|e| panic!("put {layer}: {e}"));
+    out
+}
+
+fn write_file(path: &Utf8Path, data: &[u8], mode: u32) {
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(mode)
+        .open(path)
+        .unwrap_or_else(|e| panic!("create {path}: {e}"));
+    f.write_all(data)
+        .unwrap_or_else(|e| panic!("write {path}: {e}"));
+}
+
+fn mkdir(path: &Utf8Path, mode: u32) {
+    std::fs::DirBuilder::new()
+        .mode(mode)
+        .create(path)
+        .unwrap_or_else(|e| panic!("mkdir {path}: {e}"));
+}
+
+fn read(path: &Utf8Path) -> Vec<u8> {
+    std::fs::read(path).unwrap_or_else(|e| panic!("read {path}: {e}"))
+}
+
+/// graphtest `createBase`: a read-write layer with `a subdir` (0705, sticky,
+/// owned 1:2) and `a file` ("Some data", 0222, set-uid), made under umask 0.
+pub fn create_base(driver: &Driver, name: &LayerId) {
+    let _umask = ZeroUmask::set();
+    driver
+        .create_read_write(name, None, &no_opts())
+        .unwrap_or_else(|e| panic!("create {name}: {e}"));
+    with_layer(driver, name, |root| {
+        let subdir = root.join(SUBDIR);
+        mkdir(&subdir, SUBDIR_PERMS);
+        std::os::unix::fs::lchown(&subdir, Some(SUBDIR_OWNER.0), Some(SUBDIR_OWNER.1))
+            .unwrap_or_else(|e| panic!("lchown {subdir}: {e}"));
+        write_file(&root.join(FILE), FILE_DATA, FILE_PERMS);
+    });
+}
+
+/// graphtest `verifyBase`: exactly the two entries of [`create_base`], with
+/// their modes and owners.
+pub fn verify_base(driver: &Driver, name: &LayerId) {
+    with_layer(driver, name, |root| {
+        verify_file(
+            &root.join(SUBDIR),
+            libc::S_IFDIR,
+            SUBDIR_PERMS,
+            SUBDIR_OWNER.0,
+            SUBDIR_OWNER.1,
+        );
+        verify_file(&root.join(FILE), libc::S_IFREG, FILE_PERMS, 0, 0);
+        assert_eq!(read(&root.join(FILE)), FILE_DATA, "content of {FILE}");
+        assert_eq!(
+            read_dir(root),
+            [FILE, SUBDIR].map(String::from).into(),
+            "entries of {name}"
+        );
+    });
+}
+
+fn remove_layers(driver: &Driver, top_first: &[LayerId]) {
+    for l in top_first {
+        driver
+            .remove(l)
+            .unwrap_or_else(|e| panic!("remove {l}: {e}"));
+        assert!(!driver.exists(l), "{l} still exists after remove");
+    }
+}
+
+/// DriverTestCreateEmpty: a new layer is an empty 0755 directory owned by
+/// root.
+pub fn driver_test_create_empty(driver: &Driver) {
+    let empty = id("empty");
+    driver
+        .create(&empty, None, &no_opts())
+        .expect("create empty");
+    assert!(driver.exists(&empty), "newly created layer does not exist");
+    with_layer(driver, &empty, |dir| {
+        verify_file(dir, libc::S_IFDIR, DEFAULT_PERMS, 0, 0);
+        assert!(read_dir(dir).is_empty(), "new layer is not empty");
+    });
+    remove_layers(driver, &[empty]);
+}
+
+/// DriverTestCreateBase.
+pub fn driver_test_create_base(driver: &Driver) {
+    let base = id("Base");
+    create_base(driver, &base);
+    verify_base(driver, &base);
+    remove_layers(driver, &[base]);
+}
+
+/// DriverTestCreateSnap: a layer on the base shows the base's entries with
+/// their metadata, through the union, over an empty root of its own.
+pub fn driver_test_create_snap(driver: &Driver) {
+    let (base, snap) = (id("Base"), id("Snap"));
+    create_base(driver, &base);
+    driver
+        .create(&snap, Some(&base), &no_opts())
+        .expect("create Snap");
+    verify_base(driver, &snap);
+    with_layer(driver, &snap, |root| {
+        verify_file(root, libc::S_IFDIR, DEFAULT_PERMS, 0, 0);
+    });
+    // Reading through the union copied nothing up.
+    assert!(
+        read_dir(&driver.layout().diff_dir(&snap))
+            .iter()
+            .all(|n| n.starts_with(".wh..wh.")),
+        "reading Snap changed its diff"
+    );
+    remove_layers(driver, &[snap, base]);
+}
+
+/// graphtest `addLayerFiles`: `top-id` (overwritten by every layer),
+/// `layer-<i>/layer-id` and `layer-<i>/parent-id`.
+fn add_layer_files(driver: &Driver, layer: &LayerId, parent: &LayerId, i: usize) {
+    with_layer(driver, layer, |root| {
+        write_file(&root.join("top-id"), layer.as_str().as_bytes(), 0o755);
+        let dir = root.join(format!("layer-{i}"));
+        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("mkdir {dir}: {e}"));
+        write_file(&dir.join("layer-id"), layer.as_str().as_bytes(), 0o755);
+        write_file(&dir.join("parent-id"), parent.as_str().as_bytes(), 0o755);
+    });
+}
+
+/// graphtest `addManyLayers`: `count` layers on `base`, each written
+/// through its own union; returns them bottom first.
+fn add_many_layers(driver: &Driver, base: &LayerId, count: usize, seed: u64) -> Vec<LayerId> {
+    let mut layers = Vec::with_capacity(count);
+    let mut last = base.clone();
+    for i in 1..=count {
+        let next = layer_id(seed.wrapping_mul(1000).wrapping_add(i as u64));
+        driver
+            .create(&next, Some(&last), &no_opts())
+            .unwrap_or_else(|e| panic!("create layer {i}: {e}"));
+        add_layer_files(driver, &next, &last, i);
+        layers.push(next.clone());
+        last = next;
+    }
+    layers
+}
+
+/// graphtest `checkManyLayers`: from the top, each `layer-<i>/layer-id`
+/// names the layer whose `parent-id` the level above named.
+fn check_many_layers(driver: &Driver, top: &LayerId, count: usize) {
+    with_layer(driver, top, |root| {
+        let mut expected = read(&root.join("top-id"));
+        assert_eq!(expected, top.as_str().as_bytes(), "top-id");
+        for i in (1..=count).rev() {
+            let dir = root.join(format!("layer-{i}"));
+            assert_eq!(read(&dir.join("layer-id")), expected, "layer-{i}/layer-id");
+            expected = read(&dir.join("parent-id"));
+        }
+    });
+}
+
+/// DriverTestDeepLayerRead: a file of the base is read through `layers`
+/// layers, and every layer's files show at the top.
+pub fn driver_test_deep_layer_read(driver: &Driver, layers: usize) {
+    let base = layer_id(0xba5e);
+    let content = b"test content";
+    driver.create(&base, None, &no_opts()).expect("create base");
+    with_layer(driver, &base, |root| {
+        write_file(&root.join("testfile.txt"), content, 0o755);
+    });
+    let stack = add_many_layers(driver, &base, layers, 0xdee9);
+    let top = stack.last().unwrap_or(&base).clone();
+    check_many_layers(driver, &top, layers);
+    with_layer(driver, &top, |root| {
+        assert_eq!(read(&root.join("testfile.txt")), content, "base file");
+    });
+    // Each layer's diff holds only what it wrote.
+    for (i, l) in stack.iter().enumerate() {
+        let diff = driver.layout().diff_dir(l);
+        let names: BTreeSet<String> = read_dir(&diff)
+            .into_iter()
+            .filter(|n| !n.starts_with(".wh..wh."))
+            .collect();
+        assert_eq!(
+            names,
+            ["top-id".to_string(), format!("layer-{}", i + 1)].into(),
+            "diff of layer {}",
+            i + 1
+        );
+    }
+    let mut all: Vec<LayerId> = stack;
+    all.reverse();
+    all.push(base);
+    remove_layers(driver, &all);
+}
+
+/// Every path in `dir` (relative, `/`-rooted) but aufs metadata
+/// (`.wh..wh.*`), which Docker's aufs `Changes` skips too.
+pub fn diff_entries(dir: &Utf8Path) -> BTreeSet<String> {
+    fn rec(base: &Utf8Path, dir: &Utf8Path, out: &mut BTreeSet<String>) {
+        for name in read_dir(dir) {
+            if name.starts_with(".wh..wh.") {
+                continue;
+            }
+            let p = dir.join(&name);
+            out.insert(format!(
+                "/{}",
+                p.strip_prefix(base).expect("below the base")
+            ));
+            let md = std::fs::symlink_metadata(&p).unwrap_or_else(|e| panic!("lstat {p}: {e}"));
+            if md.is_dir() {
+                rec(base, &p, out);
+            }
+        }
+    }
+    let mut out = BTreeSet::new();
+    rec(dir, dir, &mut out);
+    out
+}
+
+/// The whiteout path of `/a/b/c` (`/a/b/.wh.c`).
+fn whiteout_of(path: &str) -> String {
+    let (parent, name) = path.rsplit_once('/').expect("absolute path");
+    format!("{parent}/.wh.{name}")
+}
+
+fn at(root: &Utf8Path, path: &str) -> Utf8PathBuf {
+    root.join(path.trim_start_matches('/'))
+}
+
+/// containers/storage DriverTestEcho, for 10 depths: a base with nested
+/// `subdir1/…/subdir9/file`; a second layer removes the path at `depth`
+/// through its union; a third recreates it. Where the Go test compares
+/// `Changes`, this checks the diff dirs they are computed from: the second
+/// holds the ancestors (modified) and one whiteout (deleted); the third the
+/// ancestors and the recreated entries (added).
+pub fn driver_test_echo(driver: &Driver) {
+    const COMPONENTS: usize = 10;
+    for depth in 0..COMPONENTS {
+        let seed = 0xec40 + depth as u64 * 3;
+        let (base, second, third) = (layer_id(seed), layer_id(seed + 1), layer_id(seed + 2));
+        create_base(driver, &base);
+        verify_base(driver, &base);
+
+        let mut paths = Vec::new();
+        let mut path = String::new();
+        for i in 1..COMPONENTS {
+            path = format!("{path}/subdir{i}");
+            paths.push(path.clone());
+        }
+        paths.push(format!("{path}/file"));
+        let content = random_content(128, depth as u64);
+
+        let root = driver.get(&base, "").expect("get base");
+        for p in &paths[..COMPONENTS - 1] {
+            mkdir(&at(&root, p), 0o700);
+        }
+        write_file(&at(&root, &paths[COMPONENTS - 1]), &content, 0o600);
+        let mut added: BTreeSet<String> = ["/a file", "/a subdir"].map(String::from).into();
+        added.extend(paths.iter().cloned());
+        assert_eq!(
+            diff_entries(&driver.layout().diff_dir(&base)),
+            added,
+            "depth {depth}: base"
+        );
+
+        driver
+            .create(&second, Some(&base), &no_opts())
+            .expect("create second");
+        let root2 = driver.get(&second, "").expect("get second");
+        let gone = at(&root2, &paths[depth]);
+        if depth == COMPONENTS - 1 {
+            std::fs::remove_file(&gone)
+        } else {
+            std::fs::remove_dir_all(&gone)
+        }
+        .unwrap_or_else(|e| panic!("depth {depth}: remove {gone}: {e}"));
+        assert!(
+            std::fs::symlink_metadata(&gone).is_err(),
+            "depth {depth}: {gone} still shows"
+        );
+        for p in &paths[..depth] {
+            verify_file(&at(&root2, p), libc::S_IFDIR, 0o700, 0, 0);
+        }
+        let mut expected: BTreeSet<String> = paths[..depth].iter().cloned().collect();
+        expected.insert(whiteout_of(&paths[depth]));
+        assert_eq!(
+            diff_entries(&driver.layout().diff_dir(&second)),
+            expected,
+            "depth {depth}: second (modified ancestors and one deletion)"
+        );
+
+        driver
+            .create(&third, Some(&second), &no_opts())
+            .expect("create third");
+        let root3 = driver.get(&third, "").expect("get third");
+        assert!(
+            std::fs::symlink_metadata(at(&root3, &paths[depth])).is_err(),
+            "depth {depth}: the third layer shows what the second removed"
+        );
+        for p in &paths[depth..COMPONENTS - 1] {
+            mkdir(&at(&root3, p), 0o700);
+        }
+        write_file(&at(&root3, &paths[COMPONENTS - 1]), &content, 0o600);
+        assert_eq!(read(&at(&root3, &paths[COMPONENTS - 1])), content);
+        let expected: BTreeSet<String> = paths.iter().cloned().collect();
+        assert_eq!(
+            diff_entries(&driver.layout().diff_dir(&third)),
+            expected,
+            "depth {depth}: third (modified ancestors and additions)"
+        );
+        // A recreated directory is new: nothing of the base shows in it.
+        if depth < COMPONENTS - 1 {
+            assert_eq!(
+                read_dir(&at(&root3, &paths[depth])),
+                [paths[depth + 1].rsplit('/').next().unwrap().to_string()].into(),
+                "depth {depth}: recreated dir"
+            );
+        }
+        // The lower layers' own views are untouched.
+        assert!(std::fs::symlink_metadata(at(&root2, &paths[depth])).is_err());
+        assert_eq!(read(&at(&root, &paths[COMPONENTS - 1])), content);
+
+        for l in [&third, &second, &base] {
+            driver.put(l).unwrap_or_else(|e| panic!("put {l}: {e}"));
+        }
+        remove_layers(driver, &[third, second, base]);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_and_content_are_reproducible() {
+        assert_eq!(layer_id(7), layer_id(7));
+        assert_ne!(layer_id(7), layer_id(8));
+        assert_eq!(layer_id(7).as_str().len(), 64);
+        assert_eq!(random_content(128, 3), random_content(128, 3));
+        assert_ne!(random_content(128, 3), random_content(128, 4));
+        assert_eq!(random_content(13, 1).len(), 13);
+    }
+
+    #[test]
+    fn whiteout_paths() {
+        assert_eq!(whiteout_of("/subdir1"), "/.wh.subdir1");
+        assert_eq!(whiteout_of("/a/b/file"), "/a/b/.wh.file");
+    }
+}

@@ -1,0 +1,203 @@
+//! The driver suite and moby's graphtest content cases with unions mounted
+//! by the userspace union filesystem (`aufs-union-server` over FUSE), every
+//! rig on a tmpfs of its own.
+//!
+//! Needs root and `/dev/fuse`: without them every test prints why it skips
+//! and passes.
+
+mod support;
+
+use aufs_driver::{Driver, DriverConfig, Ports};
+use aufs_fuse::{FuseBackend, Launcher};
+use aufs_linux::{FlockLocks, LinuxFilesystem, LinuxHost};
+use aufs_model::LayerId;
+use aufs_tests::{driver_suite, graphtest, Rig};
+use camino::{Utf8Path, Utf8PathBuf};
+use std::sync::Arc;
+use support::{fuse_mounted_at, Tmpfs};
+
+/// Real filesystem, host and flock locks on a tmpfs, unions mounted by the
+/// FUSE backend. `<tmpfs>/aufs` is the driver root, `<tmpfs>/locks` the lock
+/// dir, `<tmpfs>/fuse` the servers' logs and pid files.
+#[derive(Debug)]
+struct FuseOnTmpfs {
+    backend: Arc<FuseBackend>,
+    locks: FlockLocks,
+    tmpfs: Tmpfs,
+}
+
+impl FuseOnTmpfs {
+    fn new() -> Option<Self> {
+        if let Some(reason) = support::no_fuse_reason() {
+            support::skip("FuseOnTmpfs", reason);
+            return None;
+        }
+        let server = support::union_server();
+        let tmpfs = Tmpfs::mount(false);
+        Some(FuseOnTmpfs {
+            backend: Arc::new(FuseBackend::new(
+                Launcher::new(server, Vec::new()),
+                tmpfs.join("fuse"),
+            )),
+            locks: FlockLocks::new(tmpfs.join("locks")).expect("lock dir"),
+            tmpfs,
+        })
+    }
+
+    /// The tails of the union servers' logs, for a failing test's output.
+    fn server_logs(&self) -> String {
+        let Ok(entries) = std::fs::read_dir(self.tmpfs.join("fuse")) else {
+            return String::new();
+        };
+        let mut out = String::new();
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.extension().is_some_and(|x| x == "log") {
+                let text = std::fs::read_to_string(&p).unwrap_or_default();
+                let tail: Vec<&str> = text.lines().rev().take(10).collect();
+                out.push_str(&format!("== {}\n", p.display()));
+                for l in tail.into_iter().rev() {
+                    out.push_str(l);
+                    out.push('\n');
+                }
+            }
+        }
+        out
+    }
+}
+
+impl Drop for FuseOnTmpfs {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("{}", self.server_logs());
+        }
+        if self.path_exists(&self.root()) {
+            match Driver::init(DriverConfig::new(self.root()), self.ports()) {
+                Ok(d) => {
+                    if let Err(e) = d.cleanup() {
+                        eprintln!("driver cleanup on {}: {e}", self.root());
+                    }
+                }
+                Err(e) => eprintln!("driver init for cleanup on {}: {e}", self.root()),
+            }
+        }
+        // Whatever the driver did not know of (a test's own mounts).
+        use aufs_ports::UnionBackend;
+        if let Err(e) = self.backend.unmount_all_under(&self.tmpfs.mountpoint) {
+            eprintln!("unmounting unions under {}: {e}", self.tmpfs.mountpoint);
+        }
+        // The tmpfs itself is unmounted when the field drops.
+    }
+}
+
+impl Rig for FuseOnTmpfs {
+    fn root(&self) -> Utf8PathBuf {
+        self.tmpfs.join("aufs")
+    }
+    fn ports(&self) -> Ports {
+        Ports {
+            fs: Arc::new(LinuxFilesystem::new()),
+            host: Arc::new(LinuxHost::new()),
+            backend: self.backend.clone(),
+            locks: Arc::new(self.locks.clone()),
+        }
+    }
+    fn is_mounted(&self, path: &Utf8Path) -> bool {
+        fuse_mounted_at(path)
+    }
+    fn path_exists(&self, path: &Utf8Path) -> bool {
+        std::fs::symlink_metadata(path).is_ok()
+    }
+    fn make_dir(&self, path: &Utf8Path) {
+        std::fs::create_dir_all(path).unwrap();
+    }
+}
+
+mod fuse_on_tmpfs {
+    use super::*;
+    driver_suite!(rig_or_skip!(FuseOnTmpfs::new()));
+}
+
+mod graphtest_on_fuse {
+    use super::*;
+
+    #[test]
+    fn create_empty() {
+        let rig = rig_or_skip!(FuseOnTmpfs::new());
+        graphtest::driver_test_create_empty(&rig.driver());
+    }
+
+    #[test]
+    fn create_base() {
+        let rig = rig_or_skip!(FuseOnTmpfs::new());
+        graphtest::driver_test_create_base(&rig.driver());
+    }
+
+    #[test]
+    fn create_snap() {
+        let rig = rig_or_skip!(FuseOnTmpfs::new());
+        graphtest::driver_test_create_snap(&rig.driver());
+    }
+
+    /// As moby's overlay2 `TestOverlay128LayerRead`.
+    #[test]
+    fn deep_layer_read_128() {
+        let rig = rig_or_skip!(FuseOnTmpfs::new());
+        graphtest::driver_test_deep_layer_read(&rig.driver(), 128);
+    }
+
+    #[test]
+    fn echo() {
+        let rig = rig_or_skip!(FuseOnTmpfs::new());
+        graphtest::driver_test_echo(&rig.driver());
+    }
+}
+
+fn id(s: &str) -> LayerId {
+    LayerId::new(s).unwrap()
+}
+
+/// The rig's own cleanup leaves no union and no tmpfs behind, even with
+/// layers still referenced.
+#[test]
+fn rig_drop_unmounts_everything() {
+    let rig = rig_or_skip!(FuseOnTmpfs::new());
+    let point = rig.tmpfs.mountpoint.clone();
+    let d = rig.driver();
+    d.create(&id("1"), None, &Default::default()).unwrap();
+    d.create(&id("2"), Some(&id("1")), &Default::default())
+        .unwrap();
+    let m = d.get(&id("2"), "").unwrap();
+    assert!(fuse_mounted_at(&m));
+    drop(d);
+    drop(rig);
+    assert!(!fuse_mounted_at(&m), "{m} still mounted");
+    assert!(
+        !support::mounts()
+            .iter()
+            .any(|x| x.point.starts_with(&point)),
+        "mounts left under {point}"
+    );
+}
+
+/// The rig sees a FUSE mount only at its exact path.
+#[test]
+fn is_mounted_is_exact() {
+    let rig = rig_or_skip!(FuseOnTmpfs::new());
+    let d = rig.driver();
+    d.create(&id("1"), None, &Default::default()).unwrap();
+    d.create(&id("2"), Some(&id("1")), &Default::default())
+        .unwrap();
+    let m = d.get(&id("2"), "").unwrap();
+    assert!(rig.is_mounted(&m));
+    assert!(!rig.is_mounted(&m.join("sub")));
+    assert!(!rig.is_mounted(m.parent().unwrap()));
+    assert!(!rig.is_mounted(&rig.tmpfs.mountpoint), "tmpfs is not fuse");
+    d.put(&id("2")).unwrap();
+}
+
+#[test]
+fn mountinfo_unescaping() {
+    assert_eq!(support::unescape_octal(r"/a\040b\011c\134d"), "/a b\tc\\d");
+    assert_eq!(support::unescape_octal(r"/trailing\04"), r"/trailing\04");
+}
