@@ -4,6 +4,7 @@ use aufs_driver::support::BackendChoice;
 use aufs_model::LayerId;
 use camino::Utf8PathBuf;
 use clap::{Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
 
 /// Default driver home.
 pub const DEFAULT_ROOT: &str = "/var/lib/aufsctl";
@@ -111,4 +112,45 @@ pub enum Command {
     },
     /// Unmount everything under the root.
     Cleanup,
+    /// Apply a layer tarball (plain, gzip or zstd) into an existing layer.
+    Apply {
+        /// The layer.
+        #[arg(value_parser = layer_id)]
+        id: LayerId,
+        /// Its direct parent (checked).
+        #[arg(long, value_parser = layer_id)]
+        parent: Option<LayerId>,
+        /// The tarball; `-` or nothing for stdin.
+        file: Option<PathBuf>,
+    },
+    /// The layer's changes as a tarball with aufs whiteouts.
+    Diff {
+        /// The layer.
+        #[arg(value_parser = layer_id)]
+        id: LayerId,
+        /// The ancestor to diff against (default: the direct parent).
+        #[arg(long, value_parser = layer_id)]
+        parent: Option<LayerId>,
+        /// Write here instead of stdout.
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+    },
+    /// What changed against the parent, like `docker diff`.
+    Changes {
+        /// The layer.
+        #[arg(value_parser = layer_id)]
+        id: LayerId,
+        /// The ancestor to compare with (default: the direct parent).
+        #[arg(long, value_parser = layer_id)]
+        parent: Option<LayerId>,
+    },
+    /// Bytes of the layer's changes.
+    DiffSize {
+        /// The layer.
+        #[arg(value_parser = layer_id)]
+        id: LayerId,
+        /// The ancestor to measure against (default: the direct parent).
+        #[arg(long, value_parser = layer_id)]
+        parent: Option<LayerId>,
+    },
 }

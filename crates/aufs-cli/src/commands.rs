@@ -3,8 +3,12 @@
 use crate::cli::{Cli, Command};
 use crate::wiring::open_driver;
 use crate::Failure;
-use aufs_driver::CreateOpts;
+use aufs_driver::{CreateOpts, Driver};
+use aufs_model::LayerId;
 use serde_json::json;
+use std::fs::File;
+use std::io::Write;
+use std::path::Path;
 
 /// Runs the parsed command line.
 pub fn run(cli: &Cli) -> Result<(), Failure> {
@@ -66,8 +70,114 @@ pub fn run(cli: &Cli) -> Result<(), Failure> {
         }
         Command::Unmount { id } => driver.put(id)?,
         Command::Cleanup => driver.cleanup()?,
+        Command::Apply { id, parent, file } => {
+            let outcome = match file.as_deref() {
+                None => driver.apply_diff(id, parent.as_ref(), std::io::stdin().lock())?,
+                Some(p) if p == Path::new("-") => {
+                    driver.apply_diff(id, parent.as_ref(), std::io::stdin().lock())?
+                }
+                Some(p) => {
+                    let f = File::open(p)
+                        .map_err(|e| Failure::Error(format!("{}: {e}", p.display())))?;
+                    driver.apply_diff(
+                        id,
+                        parent.as_ref(),
+                        std::io::BufReader::with_capacity(1 << 20, f),
+                    )?
+                }
+            };
+            if cli.json {
+                print_json(&json!({"size": outcome.size, "diff_id": outcome.diff_id}));
+            } else {
+                println!("{}", outcome.size);
+            }
+        }
+        Command::Diff { id, parent, output } => {
+            let parent = parent.clone().or_else(|| direct_parent(&driver, id));
+            match output {
+                None => {
+                    let mut out =
+                        std::io::BufWriter::with_capacity(1 << 20, std::io::stdout().lock());
+                    driver.diff(id, parent.as_ref(), &mut out)?;
+                    out.flush()?;
+                }
+                Some(path) => {
+                    write_atomically(path, |f| driver.diff(id, parent.as_ref(), f).map(|_| ()))?
+                }
+            }
+        }
+        Command::Changes { id, parent } => {
+            let parent = parent.clone().or_else(|| direct_parent(&driver, id));
+            let changes = driver.changes(id, parent.as_ref())?;
+            if cli.json {
+                let v: Vec<_> = changes
+                    .iter()
+                    .map(|c| json!({"path": c.path, "kind": c.kind.to_string()}))
+                    .collect();
+                print_json(&serde_json::Value::Array(v));
+            } else {
+                let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+                for c in &changes {
+                    writeln!(out, "{c}")?;
+                }
+                out.flush()?;
+            }
+        }
+        Command::DiffSize { id, parent } => {
+            let parent = parent.clone().or_else(|| direct_parent(&driver, id));
+            let size = driver.diff_size(id, parent.as_ref())?;
+            if cli.json {
+                print_json(&json!({"size": size}));
+            } else {
+                println!("{size}");
+            }
+        }
     }
     Ok(())
+}
+
+/// The layer's direct parent: what "no --parent" means for diff commands.
+fn direct_parent(driver: &Driver, id: &LayerId) -> Option<LayerId> {
+    driver
+        .parent_chain(id)
+        .ok()
+        .and_then(|c| c.parent().cloned())
+}
+
+/// Writes `path` through a temp file in the same dir, renamed into place
+/// only when `write` succeeds: a failed diff leaves no half-written file.
+fn write_atomically(
+    path: &Path,
+    write: impl FnOnce(&mut std::io::BufWriter<File>) -> Result<(), aufs_driver::DriverError>,
+) -> Result<(), Failure> {
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .ok_or_else(|| Failure::Error(format!("{}: not a file name", path.display())))?;
+    let tmp = dir.join(format!(
+        ".{}.tmp-{}",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
+    let result = (|| {
+        let f =
+            File::create(&tmp).map_err(|e| Failure::Error(format!("{}: {e}", tmp.display())))?;
+        let mut w = std::io::BufWriter::with_capacity(1 << 20, f);
+        write(&mut w)?;
+        let f = w
+            .into_inner()
+            .map_err(|e| Failure::Error(format!("{}: {}", tmp.display(), e.error())))?;
+        f.sync_all()
+            .map_err(|e| Failure::Error(format!("{}: {e}", tmp.display())))?;
+        std::fs::rename(&tmp, path).map_err(|e| Failure::Error(format!("{}: {e}", path.display())))
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
 }
 
 fn print_json(v: &serde_json::Value) {

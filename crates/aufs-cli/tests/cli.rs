@@ -214,3 +214,148 @@ fn mount_of_a_parentless_layer_is_its_diff_dir_and_counts_references() {
         .fails(1, &["mount", "ghost"])
         .contains("layer ghost does not exist"));
 }
+
+/// A small tree made with the system's tools, in several tar formats.
+fn gnu_tar(format: &str, dir: &Path) -> Vec<u8> {
+    let src = dir.join(format!("src-{format}"));
+    std::fs::create_dir_all(src.join("etc/deep/er")).unwrap();
+    std::fs::write(src.join("etc/hostname"), "box\n").unwrap();
+    std::fs::write(src.join("etc/deep/er/f"), vec![b'z'; 5000]).unwrap();
+    std::fs::write(src.join(".wh.old"), "").unwrap();
+    std::os::unix::fs::symlink("etc/hostname", src.join("link")).unwrap();
+    std::fs::hard_link(src.join("etc/hostname"), src.join("hard")).unwrap();
+    if format != "ustar" {
+        // ustar cannot hold a name this long.
+        std::fs::write(src.join(format!("long-{}", "n".repeat(150))), "long name\n").unwrap();
+    }
+    let out = Command::new("tar")
+        .arg(format!("--format={format}"))
+        .args(["--sort=name", "-C"])
+        .arg(&src)
+        .args(["-cf", "-", "."])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+#[test]
+fn apply_then_diff_is_byte_identical_for_gnu_pax_and_ustar_tarballs() {
+    let c = Ctl::new();
+    let tmp = tempfile::tempdir().unwrap();
+    for (i, format) in ["gnu", "pax", "ustar"].iter().enumerate() {
+        let input = gnu_tar(format, tmp.path());
+        let id = format!("l{i}");
+        c.ok(&["create", &id]);
+        let file = tmp.path().join(format!("{format}.tar"));
+        std::fs::write(&file, &input).unwrap();
+        let size: u64 = c
+            .ok(&["apply", &id, file.to_str().unwrap()])
+            .trim()
+            .parse()
+            .unwrap();
+        assert!(size > 5000, "{format}: size {size}");
+        let out = c.cmd().args(["diff", &id]).output().unwrap();
+        assert!(out.status.success());
+        assert!(
+            out.stdout == input,
+            "{format}: diff is not the applied tarball"
+        );
+        assert_eq!(
+            c.ok(&["diff-size", &id]).trim().parse::<u64>().unwrap(),
+            size
+        );
+    }
+}
+
+#[test]
+fn apply_from_stdin_gzip_and_zstd_and_diff_to_file() {
+    let c = Ctl::new();
+    let tmp = tempfile::tempdir().unwrap();
+    let input = gnu_tar("gnu", tmp.path());
+    for (i, tool) in ["gzip", "zstd"].iter().enumerate() {
+        if Command::new(tool).arg("--version").output().is_err() {
+            eprintln!("skipping {tool}: not installed");
+            continue;
+        }
+        let mut child = Command::new(tool)
+            .args(["-c"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        let data = input.clone();
+        let w = std::thread::spawn(move || std::io::Write::write_all(&mut stdin, &data).unwrap());
+        let compressed = child.wait_with_output().unwrap().stdout;
+        w.join().unwrap();
+        let id = format!("c{i}");
+        c.ok(&["create", &id]);
+        let mut ch = c
+            .cmd()
+            .args(["apply", &id, "-"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::io::Write::write_all(&mut ch.stdin.take().unwrap(), &compressed).unwrap();
+        let o = ch.wait_with_output().unwrap();
+        assert!(o.status.success(), "{tool}");
+        let out_file = tmp.path().join(format!("{tool}.out.tar"));
+        c.ok(&["diff", &id, "-o", out_file.to_str().unwrap()]);
+        assert!(
+            std::fs::read(&out_file).unwrap() == input,
+            "{tool}: not byte-identical"
+        );
+    }
+}
+
+#[test]
+fn changes_plain_and_json() {
+    let c = Ctl::new();
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("base.tar");
+    std::fs::write(&file, gnu_tar("gnu", tmp.path())).unwrap();
+    c.ok(&["create", "base"]);
+    c.ok(&["apply", "base", file.to_str().unwrap()]);
+    c.ok(&["create-rw", "top", "--parent", "base"]);
+    std::fs::create_dir(c.diff("top").join("etc")).unwrap();
+    std::fs::write(c.diff("top").join("etc/hostname"), "other\n").unwrap();
+    std::fs::write(c.diff("top").join("etc/new"), "n\n").unwrap();
+    std::fs::write(c.diff("top").join(".wh.link"), "").unwrap();
+    let out = c.ok(&["changes", "top"]);
+    assert_eq!(out, "C /etc\nC /etc/hostname\nA /etc/new\nD /link\n");
+    let v: serde_json::Value = serde_json::from_str(&c.ok(&["--json", "changes", "top"])).unwrap();
+    assert_eq!(v[0], serde_json::json!({"path": "/etc", "kind": "C"}));
+    assert_eq!(v.as_array().unwrap().len(), 4);
+    assert!(!out.contains(".wh."));
+}
+
+#[test]
+fn hostile_or_broken_tarballs_fail_cleanly() {
+    let c = Ctl::new();
+    let tmp = tempfile::tempdir().unwrap();
+    c.ok(&["create", "x"]);
+    std::fs::write(c.diff("x").join("keep"), "k").unwrap();
+    let bad = tmp.path().join("bad.tar");
+    std::fs::write(
+        &bad,
+        b"this is not a tarball at all, just text that is long enough",
+    )
+    .unwrap();
+    let e = c.fails(1, &["apply", "x", bad.to_str().unwrap()]);
+    assert!(e.contains("layer x"), "{e}");
+    let missing = tmp.path().join("missing.tar");
+    let e = c.fails(1, &["apply", "x", missing.to_str().unwrap()]);
+    assert!(e.contains("missing.tar"), "{e}");
+    assert_eq!(
+        std::fs::read_to_string(c.diff("x").join("keep")).unwrap(),
+        "k"
+    );
+    let e = c.fails(1, &["apply", "ghost", bad.to_str().unwrap()]);
+    assert!(e.contains("layer ghost does not exist"), "{e}");
+}

@@ -431,6 +431,14 @@ impl Driver {
             return Err(e);
         }
         self.refs.forget(id)?;
+        let split =
+            aufs_archive::TarSplitStore::new(self.layout.tar_split_dir()).path_for(id.as_str());
+        match self.ports.fs.remove_file(&split) {
+            Err(e) if e.raw_os_error() != Some(libc::ENOENT) => {
+                tracing::warn!(storage_driver = "aufs", %id, path = %split, error = %e, "could not remove exact-bytes metadata");
+            }
+            _ => {}
+        }
         self.path_cache
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -468,6 +476,20 @@ impl Driver {
             .unwrap_or_else(|e| e.into_inner())
             .get(id)
             .cloned()
+    }
+
+    /// The adapters.
+    pub(crate) fn ports(&self) -> &Ports {
+        &self.ports
+    }
+
+    /// Owner given to directories the driver creates.
+    pub(crate) fn dir_owner(&self) -> Option<(u32, u32)> {
+        self.owner
+    }
+
+    pub(crate) fn lock_layer(&self, id: &LayerId) -> Result<aufs_ports::LockGuard> {
+        self.lock(id)
     }
 
     fn lock(&self, id: &LayerId) -> Result<aufs_ports::LockGuard> {

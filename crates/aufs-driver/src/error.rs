@@ -46,6 +46,25 @@ pub enum DriverError {
         /// The claimed ancestor.
         parent: String,
     },
+    /// A layer archive operation failed (the tar entry or path is named).
+    #[error("layer {id}: {source}")]
+    Archive {
+        /// The layer.
+        id: String,
+        /// What failed.
+        source: aufs_archive::ArchiveError,
+    },
+    /// The layer is mounted, so its diff dir cannot be replaced.
+    #[error("layer {0} is mounted; unmount it before applying a diff")]
+    Mounted(String),
+    /// `parent` is not the layer's direct parent.
+    #[error("layer {id}: {parent} is not its direct parent")]
+    NotDirectParent {
+        /// The layer.
+        id: String,
+        /// The claimed parent.
+        parent: String,
+    },
     /// Other layers are built on this one.
     #[error("layer {id} has child layers: {children}")]
     HasChildren {

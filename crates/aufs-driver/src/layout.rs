@@ -35,6 +35,10 @@ impl Layout {
     pub fn refs_dir(&self) -> Utf8PathBuf {
         self.root.join("refs")
     }
+    /// `tar-split/`: exact-bytes metadata of applied layers.
+    pub fn tar_split_dir(&self) -> Utf8PathBuf {
+        self.root.join("tar-split")
+    }
     /// `layers/<id>`.
     pub fn layers_file(&self, id: &LayerId) -> Utf8PathBuf {
         self.root.join("layers").join(id.as_str())

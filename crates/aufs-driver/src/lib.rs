@@ -15,6 +15,7 @@
 mod driver;
 mod error;
 pub mod kernel;
+mod layer_archive;
 mod layout;
 pub mod refcount;
 pub mod support;
@@ -22,8 +23,10 @@ pub mod support;
 #[cfg(feature = "async")]
 pub mod async_facade;
 
+pub use aufs_archive::{Change, ChangeKind};
 pub use driver::{CreateOpts, Driver, DriverConfig, LayerInfo, Ports, Status};
 pub use error::DriverError;
+pub use layer_archive::ApplyOutcome;
 pub use layout::Layout;
 pub use refcount::RefStore;
 

@@ -1,0 +1,188 @@
+//! The layer-archive half of the Go driver: ApplyDiff, Diff (with the exact
+//! original bytes when the layer came from a tarball), Changes, DiffSize.
+//!
+//! With the direct parent (or none) these work on the layer's diff dir
+//! alone, as aufs needs no parent for them. With another ancestor they
+//! compare the two unions, as moby's `NaiveDiffDriver` does.
+
+use crate::driver::Driver;
+use crate::error::{DriverError, Result};
+use aufs_archive::{ApplyOptions, Change, IdMap, TarSplitStore};
+use aufs_model::LayerId;
+use camino::{Utf8Path, Utf8PathBuf};
+use std::io::{Read, Write};
+
+/// What applying a layer tarball did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApplyOutcome {
+    /// The layer's diff size (Docker's `ApplyDiff` return value).
+    pub size: u64,
+    /// `sha256:<hex>` of the uncompressed tarball: the layer's DiffID.
+    pub diff_id: Option<String>,
+}
+
+fn archive_maps(maps: &[aufs_model::IdMap]) -> Vec<IdMap> {
+    maps.iter()
+        .map(|m| IdMap {
+            container_id: u64::from(m.container_id),
+            host_id: u64::from(m.host_id),
+            size: u64::from(m.size),
+        })
+        .collect()
+}
+
+impl Driver {
+    fn archive_err(id: &LayerId) -> impl FnOnce(aufs_archive::ArchiveError) -> DriverError + '_ {
+        move |source| DriverError::Archive {
+            id: id.to_string(),
+            source,
+        }
+    }
+
+    fn tar_split(&self) -> TarSplitStore {
+        TarSplitStore::new(self.layout().tar_split_dir())
+    }
+
+    /// Checks that the layer exists and `parent` (when given) is its direct
+    /// parent; returns whether it is (`None` counts as direct for a layer
+    /// with no parent).
+    fn is_direct(&self, id: &LayerId, parent: Option<&LayerId>) -> Result<bool> {
+        let chain = self.parent_chain(id)?;
+        match parent {
+            None => Ok(chain.is_empty()),
+            Some(p) if chain.parent() == Some(p) => Ok(true),
+            Some(p) if chain.contains(p) => Ok(false),
+            Some(p) => Err(DriverError::NotAnAncestor {
+                id: id.to_string(),
+                parent: p.to_string(),
+            }),
+        }
+    }
+
+    /// Applies a layer tarball (plain, gzip or zstd) into the layer's diff
+    /// dir and records its exact bytes. The layer must exist, must not be
+    /// mounted, and `parent`, when given, must be its direct parent. On any
+    /// error the diff dir is left as it was.
+    pub fn apply_diff(
+        &self,
+        id: &LayerId,
+        parent: Option<&LayerId>,
+        input: impl Read,
+    ) -> Result<ApplyOutcome> {
+        let _lock = self.lock_layer(id)?;
+        let chain = self.parent_chain(id)?;
+        if let Some(p) = parent {
+            if chain.parent() != Some(p) {
+                return Err(DriverError::NotDirectParent {
+                    id: id.to_string(),
+                    parent: p.to_string(),
+                });
+            }
+        }
+        if self.references(id)? > 0 {
+            return Err(DriverError::Mounted(id.to_string()));
+        }
+        let store = self.tar_split();
+        let meta = store.path_for(id.as_str());
+        self.ports()
+            .fs
+            .create_dir_all(&self.layout().tar_split_dir(), 0o700, self.dir_owner())
+            .map_err(DriverError::io("create dir", self.layout().tar_split_dir()))?;
+        let opts = ApplyOptions {
+            uid_map: archive_maps(&self.id_maps().uids),
+            gid_map: archive_maps(&self.id_maps().gids),
+            tar_split: Some(meta),
+            chown: self.dir_owner().is_some(),
+            ..ApplyOptions::default()
+        };
+        let diff = self.layout().diff_dir(id);
+        let report =
+            aufs_archive::apply_layer(input, &diff, &opts).map_err(Self::archive_err(id))?;
+        tracing::debug!(storage_driver = "aufs", %id, size = report.size, entries = report.entries, "applied layer");
+        Ok(ApplyOutcome {
+            size: report.size,
+            diff_id: report.diff_id,
+        })
+    }
+
+    /// Writes the layer's changes against `parent` as an uncompressed
+    /// tarball with aufs whiteouts. With the direct parent: the original
+    /// applied tarball byte for byte when the layer is unchanged since, else
+    /// the diff dir exported. With another ancestor: a computed diff.
+    pub fn diff(&self, id: &LayerId, parent: Option<&LayerId>, mut out: impl Write) -> Result<u64> {
+        if !self.is_direct(id, parent)? {
+            return self.with_views(id, parent, |old, new| {
+                let changes =
+                    aufs_archive::changes_between(old, new).map_err(Self::archive_err(id))?;
+                aufs_archive::export_changes(new, &changes, &mut out).map_err(Self::archive_err(id))
+            });
+        }
+        let diff = self.layout().diff_dir(id);
+        let store = self.tar_split();
+        if store.contains(id.as_str()) {
+            match store.verify(id.as_str(), &diff) {
+                Ok(()) => {
+                    return store
+                        .reproduce(id.as_str(), &diff, out)
+                        .map_err(Self::archive_err(id))
+                }
+                Err(e) if e.is_not_reproducible() => {
+                    tracing::info!(storage_driver = "aufs", %id, reason = %e, "layer changed since apply; exporting its diff dir");
+                }
+                Err(e) => return Err(Self::archive_err(id)(e)),
+            }
+        }
+        aufs_archive::export_diff(&diff, out).map_err(Self::archive_err(id))
+    }
+
+    /// What the layer changed against `parent`, sorted by path (`docker diff`).
+    pub fn changes(&self, id: &LayerId, parent: Option<&LayerId>) -> Result<Vec<Change>> {
+        if !self.is_direct(id, parent)? {
+            return self.with_views(id, parent, |old, new| {
+                aufs_archive::changes_between(old, new).map_err(Self::archive_err(id))
+            });
+        }
+        let lowers = self.parent_diff_dirs(id)?;
+        let lowers: Vec<&Utf8Path> = lowers.iter().map(Utf8PathBuf::as_path).collect();
+        aufs_archive::changes(&lowers, &self.layout().diff_dir(id)).map_err(Self::archive_err(id))
+    }
+
+    /// Bytes of the layer's changes against `parent`: with the direct parent
+    /// the apparent size of every non-directory entry of the diff dir,
+    /// hardlinks once (Docker's `directory.Size`); with another ancestor the
+    /// size of the computed diff's files.
+    pub fn diff_size(&self, id: &LayerId, parent: Option<&LayerId>) -> Result<u64> {
+        if !self.is_direct(id, parent)? {
+            return self.with_views(id, parent, |old, new| {
+                let changes =
+                    aufs_archive::changes_between(old, new).map_err(Self::archive_err(id))?;
+                aufs_archive::changes_size(new, &changes).map_err(Self::archive_err(id))
+            });
+        }
+        aufs_archive::diff_size(&self.layout().diff_dir(id)).map_err(Self::archive_err(id))
+    }
+
+    /// Mounts the union of `id` and of `parent` (when given), runs `f` on
+    /// the two trees, and releases both, as the Go `NaiveDiffDriver` does.
+    fn with_views<T>(
+        &self,
+        id: &LayerId,
+        parent: Option<&LayerId>,
+        f: impl FnOnce(Option<&Utf8Path>, &Utf8Path) -> Result<T>,
+    ) -> Result<T> {
+        let new = self.get(id, "")?;
+        let result = (|| {
+            let old = match parent {
+                Some(p) => Some(self.get(p, "")?),
+                None => None,
+            };
+            let r = f(old.as_deref(), &new);
+            if let Some(p) = parent {
+                self.put(p)?;
+            }
+            r
+        })();
+        self.put(id)?;
+        result
+    }
+}
