@@ -272,3 +272,61 @@ fn refusals_name_their_cause_and_change_nothing() {
             .unwrap_err();
     assert!(matches!(e, DriverError::Mounted(_)), "{e}");
 }
+
+/// With user-namespace id maps, the driver's dirs belong to the mapped
+/// root and applied entries to their mapped owners (root needed to chown).
+#[test]
+fn id_maps_apply_to_dirs_and_entries() {
+    use std::os::unix::fs::MetadataExt;
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: chown to mapped ids needs root");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let root = Utf8PathBuf::from_path_buf(tmp.path().join("aufs")).unwrap();
+    let mut config = DriverConfig::new(root.clone());
+    config.id_maps = aufs_model::IdMappings {
+        uids: vec![aufs_model::IdMap {
+            container_id: 0,
+            host_id: 100_000,
+            size: 65_536,
+        }],
+        gids: vec![aufs_model::IdMap {
+            container_id: 0,
+            host_id: 200_000,
+            size: 65_536,
+        }],
+    };
+    let d = Driver::init(
+        config,
+        Ports {
+            fs: Arc::new(LinuxFilesystem::new()),
+            host: Arc::new(LinuxHost::new()),
+            backend: Arc::new(FakeUnionBackend::new(BackendKind::Fuse)),
+            locks: Arc::new(InProcessLocks::new()),
+        },
+    )
+    .unwrap();
+    for dir in ["", "layers", "diff", "mnt"] {
+        let md = std::fs::metadata(root.join(dir)).unwrap();
+        assert_eq!((md.uid(), md.gid()), (100_000, 200_000), "{dir}");
+    }
+    d.create(&id("m"), None, &CreateOpts::default()).unwrap();
+    let md = std::fs::metadata(root.join("diff/m")).unwrap();
+    assert_eq!(
+        (md.uid(), md.gid(), md.mode() & 0o7777),
+        (100_000, 200_000, 0o755)
+    );
+    let mut b = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_ustar();
+    h.set_mode(0o640);
+    h.set_uid(33);
+    h.set_gid(44);
+    h.set_mtime(1);
+    h.set_size(2);
+    b.append_data(&mut h, "www", &b"hi"[..]).unwrap();
+    d.apply_diff(&id("m"), None, &b.into_inner().unwrap()[..])
+        .unwrap();
+    let md = std::fs::symlink_metadata(root.join("diff/m/www")).unwrap();
+    assert_eq!((md.uid(), md.gid()), (100_033, 200_044));
+}
