@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need=()
-for pkg in fuse3 fuse-overlayfs xfsprogs btrfs-progs e2fsprogs attr acl; do
+for pkg in fuse3 fuse-overlayfs xfsprogs btrfs-progs e2fsprogs attr acl golang-go golang-github-docker-docker-dev; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 if [ "${#need[@]}" -gt 0 ]; then
@@ -17,6 +17,7 @@ if [ "${#need[@]}" -gt 0 ]; then
     echo "not installing ${need[*]} (not root): tests that need them say so and skip" >&2
   fi
 fi
+command -v pjdfstest >/dev/null || cargo install pjdfstest --locked || echo "pjdfstest not installed: its test skips" >&2
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --all-features -- -D warnings

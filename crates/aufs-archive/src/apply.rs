@@ -116,17 +116,49 @@ pub fn apply_layer(
             return Err(e);
         }
     };
-    if let Err(e) = staging.commit(diff_dir) {
+    let shadow_tmp = match (&split_tmp, &opts.tar_split) {
+        (Some(tmp), Some(_)) => {
+            match staging.take_shadow(&Utf8PathBuf::from(format!("{tmp}.shadow"))) {
+                Ok(moved) => moved,
+                Err(e) => {
+                    let _ = std::fs::remove_file(tmp);
+                    return Err(e);
+                }
+            }
+        }
+        _ => None,
+    };
+    let cleanup = || {
         if let Some(tmp) = &split_tmp {
             let _ = std::fs::remove_file(tmp);
         }
+        if let Some(d) = &shadow_tmp {
+            let _ = std::fs::remove_dir_all(d);
+        }
+    };
+    if let Err(e) = staging.commit(diff_dir) {
+        cleanup();
         return Err(e);
     }
     if let (Some(tmp), Some(dst)) = (&split_tmp, &opts.tar_split) {
-        std::fs::rename(tmp, dst).map_err(|e| {
-            let _ = std::fs::remove_file(tmp);
-            ArchiveError::io("installing tar-split metadata", dst.clone(), e)
-        })?;
+        let shadow = crate::tarsplit::shadow_dir(dst);
+        let installed = match std::fs::remove_dir_all(&shadow) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
+        .and_then(|()| match &shadow_tmp {
+            Some(d) => std::fs::rename(d, &shadow),
+            None => Ok(()),
+        })
+        .and_then(|()| std::fs::rename(tmp, dst));
+        if let Err(e) = installed {
+            cleanup();
+            return Err(ArchiveError::io(
+                "installing tar-split metadata",
+                dst.clone(),
+                e,
+            ));
+        }
     }
     tracing::debug!(
         size = report.size,
@@ -143,6 +175,8 @@ struct Staging {
     base: Utf8PathBuf,
     root: Root,
     plnk: OwnedFd,
+    /// Contents of recorded files whose path a later entry reused (exact bytes).
+    shadow: OwnedFd,
     committed: bool,
 }
 
@@ -186,6 +220,12 @@ impl Staging {
                 Mode::empty(),
             )
             .map_err(|e| ArchiveError::io("opening staging dir", &base, e.into()))?,
+            shadow: rustix::fs::open(
+                base.as_str(),
+                OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                Mode::empty(),
+            )
+            .map_err(|e| ArchiveError::io("opening staging dir", &base, e.into()))?,
             base,
             committed: false,
         };
@@ -197,6 +237,14 @@ impl Staging {
         let tree = st.base.join("tree");
         let plnk = st.base.join("plnk");
         std::fs::create_dir(&plnk).map_err(io("creating staging dir", &plnk))?;
+        let shadow = st.base.join("shadow");
+        std::fs::create_dir(&shadow).map_err(io("creating staging dir", &shadow))?;
+        st.shadow = rustix::fs::open(
+            shadow.as_str(),
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(sys("opening staging dir"))?;
         std::fs::create_dir(&tree).map_err(io("creating staging dir", &tree))?;
         st.root.fd = rustix::fs::open(
             tree.as_str(),
@@ -240,6 +288,33 @@ impl Staging {
             Err(e) => return Err(ArchiveError::io("opening diff dir", diff_dir, e.into())),
         }
         Ok(st)
+    }
+
+    /// Moves the kept contents of reused paths to `dst` (None when there are none).
+    fn take_shadow(&self, dst: &Utf8Path) -> Result<Option<Utf8PathBuf>> {
+        let src = self.base.join("shadow");
+        let names =
+            read_names(self.shadow.as_fd()).map_err(|e| ArchiveError::io("reading", &src, e))?;
+        if names.is_empty() {
+            return Ok(None);
+        }
+        let _ = std::fs::remove_dir_all(dst);
+        match std::fs::rename(&src, dst) {
+            Ok(()) => {}
+            Err(e) if e.raw_os_error() == Some(rustix::io::Errno::XDEV.raw_os_error()) => {
+                std::fs::create_dir(dst).map_err(|e| ArchiveError::io("creating", dst, e))?;
+                for n in names {
+                    let n = String::from_utf8_lossy(&n).into_owned();
+                    std::fs::copy(src.join(&n), dst.join(&n))
+                        .map_err(|e| ArchiveError::io("copying", dst.join(&n), e))?;
+                }
+            }
+            Err(e) => return Err(ArchiveError::io("moving kept contents", dst, e)),
+        }
+        if let Ok(d) = File::open(dst) {
+            let _ = d.sync_all();
+        }
+        Ok(Some(dst.to_owned()))
     }
 
     fn tree_path(&self) -> Utf8PathBuf {
@@ -364,6 +439,8 @@ struct Applier<'a, R> {
     rd: TarReader<R>,
     dirs: Vec<(Vec<u8>, Time, Time)>,
     plnk: HashMap<Vec<u8>, PlnkFile>,
+    /// Inodes whose content a file record refers to, by record id.
+    recorded: HashMap<(u64, u64), u64>,
     root_owner: Option<(u32, u32)>,
     entries: u64,
     skipped_devices: u64,
@@ -420,6 +497,7 @@ impl<'a, R: Read> Applier<'a, R> {
             rd: TarReader::new(input, opts.digest, rec),
             dirs: Vec::new(),
             plnk: HashMap::new(),
+            recorded: HashMap::new(),
             root_owner,
             entries: 0,
             skipped_devices: 0,
@@ -562,6 +640,13 @@ impl<'a, R: Read> Applier<'a, R> {
                 let is_dir = FileType::from_raw_mode(st.st_mode) == FileType::Directory;
                 if is_dir && e.kind == Kind::Dir {
                     existed_dir = true;
+                } else if let Some(id) = self.recorded.remove(&(st.st_dev, st.st_ino)) {
+                    // Its content is part of the original bytes: keep it aside.
+                    rustix::fs::renameat(&parent, base, &self.staging.shadow, id.to_string())
+                        .map_err(|err| {
+                            ArchiveError::entry_io(&e.name, "keeping replaced content", err)
+                        })?;
+                    self.rd.record_shadow(id)?;
                 } else {
                     remove_at(parent.as_fd(), base, is_dir).map_err(|err| {
                         ArchiveError::entry_io(&e.name, "removing existing entry", err)
@@ -575,6 +660,11 @@ impl<'a, R: Read> Applier<'a, R> {
         match e.kind {
             Kind::File => {
                 let f = self.create_file(parent.as_fd(), base, &e, Some(&rel))?;
+                if let Some(id) = self.rd.file_id() {
+                    let st = rustix::fs::fstat(&f)
+                        .map_err(|err| ArchiveError::entry_io(&e.name, "stat", err))?;
+                    self.recorded.insert((st.st_dev, st.st_ino), id);
+                }
                 self.finish_meta(Target::Fd(f.as_fd()), &e, ids, true)?;
             }
             Kind::Dir => {

@@ -129,6 +129,9 @@ pub(crate) struct TarReader<R> {
     inline: bool,
     crc: crc::Digest<'static, u64, crc::Table<16>>,
     done: bool,
+    /// Id of the file record begun for the current entry (ids count records with a path).
+    file_id: Option<u64>,
+    next_file_id: u64,
 }
 
 pub(crate) static CRC64: crc::Crc<u64, crc::Table<16>> =
@@ -150,6 +153,8 @@ impl<R: Read> TarReader<R> {
             inline: false,
             crc: CRC64.digest(),
             done: false,
+            file_id: None,
+            next_file_id: 0,
         }
     }
 
@@ -215,6 +220,25 @@ impl<R: Read> TarReader<R> {
         let window = self.remaining;
         if let Some(rec) = &mut self.rec {
             rec.file_begin(path, window, real_size).map_err(|e| {
+                ArchiveError::entry_io(&self.current, "recording tar-split metadata", e)
+            })?;
+            if !path.is_empty() {
+                self.file_id = Some(self.next_file_id);
+                self.next_file_id += 1;
+            }
+        }
+        Ok(())
+    }
+
+    /// The record id of the current entry's content, when it was recorded by path.
+    pub(crate) fn file_id(&self) -> Option<u64> {
+        self.file_id
+    }
+
+    /// Records that the content of file record `id` was moved aside (its path is reused).
+    pub(crate) fn record_shadow(&mut self, id: u64) -> Result<()> {
+        if let Some(rec) = &mut self.rec {
+            rec.shadow(id).map_err(|e| {
                 ArchiveError::entry_io(&self.current, "recording tar-split metadata", e)
             })?;
         }
@@ -333,6 +357,7 @@ impl<R: Read> TarReader<R> {
     /// The next entry, or `None` at the end of the archive.
     pub(crate) fn next_entry(&mut self) -> Result<Option<Entry>> {
         self.finish_entry()?;
+        self.file_id = None;
         if self.done {
             return Ok(None);
         }

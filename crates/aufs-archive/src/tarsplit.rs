@@ -14,11 +14,15 @@
 //! records, each a tag byte and LEB128 integers:
 //! `1 len bytes` segment; `2 plen path window realsize` file begin;
 //! `3 offset len` range of the file; `4 len bytes` inline content;
-//! `5 crc64(8 bytes LE)` file end; `6 total` end of stream (total tar bytes).
+//! `5 crc64(8 bytes LE)` file end; `6 total` end of stream (total tar bytes);
+//! `7 id` the content of the `id`-th file record (counting those with a path)
+//! was kept in the shadow dir `<metadata>.shadow/<id>` because a later entry
+//! reused its path.
 
+use std::collections::HashSet;
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, BufWriter, Write};
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 
 use camino::{Utf8Path, Utf8PathBuf};
 use rustix::fs::{Mode, OFlags, ResolveFlags};
@@ -38,6 +42,7 @@ const T_RANGE: u8 = 3;
 const T_INLINE: u8 = 4;
 const T_FILE_END: u8 = 5;
 const T_END: u8 = 6;
+const T_SHADOW: u8 = 7;
 
 /// Receives the structure of a tar stream while it is parsed.
 pub(crate) trait Recorder {
@@ -46,6 +51,8 @@ pub(crate) trait Recorder {
     fn range(&mut self, offset: u64, len: u64) -> io::Result<()>;
     fn inline(&mut self, bytes: &[u8]) -> io::Result<()>;
     fn file_end(&mut self, crc: u64) -> io::Result<()>;
+    /// The content of file record `id` now lives in the shadow dir (its path was reused).
+    fn shadow(&mut self, id: u64) -> io::Result<()>;
     /// Ends the stream; `total` is the number of tar bytes seen.
     fn finish(self: Box<Self>, total: u64) -> io::Result<()>;
 }
@@ -81,7 +88,8 @@ impl TarSplitWriter {
         }
         let f = File::create(tmp)
             .map_err(|e| ArchiveError::io("creating tar-split metadata", tmp, e))?;
-        let mut out = flate2::write::GzEncoder::new(BufWriter::new(f), flate2::Compression::fast());
+        let mut out =
+            flate2::write::GzEncoder::new(BufWriter::new(f), flate2::Compression::default());
         out.write_all(MAGIC)
             .and_then(|_| out.write_all(&[VERSION]))
             .map_err(|e| ArchiveError::io("writing tar-split metadata", tmp, e))?;
@@ -140,6 +148,12 @@ impl Recorder for TarSplitWriter {
         self.out.write_all(&crc.to_le_bytes())
     }
 
+    fn shadow(&mut self, id: u64) -> io::Result<()> {
+        self.flush_segment()?;
+        self.out.write_all(&[T_SHADOW])?;
+        put_varint(&mut self.out, id)
+    }
+
     fn finish(mut self: Box<Self>, total: u64) -> io::Result<()> {
         self.flush_segment()?;
         self.out.write_all(&[T_END])?;
@@ -175,6 +189,13 @@ impl TarSplitStore {
     /// Deletes `key`'s metadata (no error if there is none).
     pub fn remove(&self, key: &str) -> Result<()> {
         let p = self.path_for(key);
+        let shadow = shadow_dir(&p);
+        match std::fs::remove_dir_all(&shadow) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                return Err(ArchiveError::io("removing tar-split metadata", shadow, e))
+            }
+            _ => {}
+        }
         match std::fs::remove_file(&p) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => {
                 Err(ArchiveError::io("removing tar-split metadata", p, e))
@@ -208,20 +229,9 @@ pub fn verify(meta: &Utf8Path, diff_dir: &Utf8Path) -> Result<()> {
 /// Fails with [`ArchiveError::LayerChanged`] when a file is missing or its content
 /// differs; bytes already written to `out` are then incomplete.
 pub fn reproduce(meta: &Utf8Path, diff_dir: &Utf8Path, mut out: impl Write) -> Result<u64> {
-    let f =
-        File::open(meta).map_err(|e| ArchiveError::io("opening tar-split metadata", meta, e))?;
-    let mut rd = MetaReader {
-        inner: BufReader::with_capacity(
-            256 * 1024,
-            flate2::read::GzDecoder::new(BufReader::new(f)),
-        ),
-        path: meta,
-    };
-    let mut magic = [0u8; 9];
-    rd.exact(&mut magic)?;
-    if &magic[..8] != MAGIC || magic[8] != VERSION {
-        return Err(rd.corrupt("not a tar-split file of a known version"));
-    }
+    let shadowed = scan_shadows(meta)?;
+    let shadow_dir = shadow_dir(meta);
+    let mut rd = open_meta(meta)?;
     let root = rustix::fs::open(
         diff_dir.as_str(),
         OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
@@ -232,6 +242,7 @@ pub fn reproduce(meta: &Utf8Path, diff_dir: &Utf8Path, mut out: impl Write) -> R
     let mut written: u64 = 0;
     let mut buf = vec![0u8; 256 * 1024];
     let mut file: Option<OpenFile> = None;
+    let mut next_id: u64 = 0;
     loop {
         let Some(tag) = rd.tag()? else {
             return Err(rd.corrupt("missing end record"));
@@ -264,7 +275,13 @@ pub fn reproduce(meta: &Utf8Path, diff_dir: &Utf8Path, mut out: impl Write) -> R
                 let handle = if path.is_empty() {
                     None
                 } else {
-                    Some(open_content(&root, &path, real_size)?)
+                    let id = next_id;
+                    next_id += 1;
+                    if shadowed.contains(&id) {
+                        Some(open_shadow(&shadow_dir, id, &path, real_size)?)
+                    } else {
+                        Some(open_content(&root, &path, real_size)?)
+                    }
                 };
                 file = Some(OpenFile {
                     path,
@@ -321,6 +338,9 @@ pub fn reproduce(meta: &Utf8Path, diff_dir: &Utf8Path, mut out: impl Write) -> R
                     });
                 }
             }
+            T_SHADOW => {
+                rd.varint()?;
+            }
             T_END => {
                 let total = rd.varint()?;
                 if total != written || file.is_some() {
@@ -332,6 +352,92 @@ pub fn reproduce(meta: &Utf8Path, diff_dir: &Utf8Path, mut out: impl Write) -> R
             _ => return Err(rd.corrupt("unknown record")),
         }
     }
+}
+
+/// Where the contents of reused paths are kept beside a metadata file.
+pub(crate) fn shadow_dir(meta: &Utf8Path) -> Utf8PathBuf {
+    Utf8PathBuf::from(format!("{meta}.shadow"))
+}
+
+fn open_meta(meta: &Utf8Path) -> Result<MetaReader<'_, impl BufRead>> {
+    let f =
+        File::open(meta).map_err(|e| ArchiveError::io("opening tar-split metadata", meta, e))?;
+    let mut rd = MetaReader {
+        inner: BufReader::with_capacity(
+            256 * 1024,
+            flate2::read::GzDecoder::new(BufReader::new(f)),
+        ),
+        path: meta,
+    };
+    let mut magic = [0u8; 9];
+    rd.exact(&mut magic)?;
+    if &magic[..8] != MAGIC || magic[8] != VERSION {
+        return Err(rd.corrupt("not a tar-split file of a known version"));
+    }
+    Ok(rd)
+}
+
+/// First pass: the ids of file records whose content is in the shadow dir.
+fn scan_shadows(meta: &Utf8Path) -> Result<HashSet<u64>> {
+    let mut rd = open_meta(meta)?;
+    let mut ids = HashSet::new();
+    let mut skip = vec![0u8; 64 * 1024];
+    loop {
+        let Some(tag) = rd.tag()? else {
+            return Err(rd.corrupt("missing end record"));
+        };
+        match tag {
+            T_SEGMENT | T_INLINE | T_FILE => {
+                let mut left = rd.len()?;
+                while left > 0 {
+                    let n = left.min(skip.len() as u64) as usize;
+                    rd.exact(&mut skip[..n])?;
+                    left -= n as u64;
+                }
+                if tag == T_FILE {
+                    rd.varint()?;
+                    rd.varint()?;
+                }
+            }
+            T_RANGE => {
+                rd.varint()?;
+                rd.varint()?;
+            }
+            T_FILE_END => rd.exact(&mut [0u8; 8])?,
+            T_SHADOW => {
+                ids.insert(rd.varint()?);
+            }
+            T_END => return Ok(ids),
+            _ => return Err(rd.corrupt("unknown record")),
+        }
+    }
+}
+
+fn open_shadow(dir: &Utf8Path, id: u64, path: &[u8], real_size: u64) -> Result<File> {
+    let p = dir.join(id.to_string());
+    let changed = |reason: String| ArchiveError::LayerChanged {
+        path: lossy(path),
+        reason,
+    };
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(o_nofollow())
+        .open(&p)
+        .map_err(|e| changed(format!("kept copy {p} unreadable: {e}")))?;
+    let len = f
+        .metadata()
+        .map_err(|e| changed(format!("kept copy {p}: {e}")))?
+        .len();
+    if len != real_size {
+        return Err(changed(format!(
+            "kept copy {p} has size {len}, recorded {real_size}"
+        )));
+    }
+    Ok(f)
+}
+
+fn o_nofollow() -> i32 {
+    OFlags::NOFOLLOW.bits() as i32
 }
 
 struct OpenFile {

@@ -61,7 +61,7 @@ fn opts(meta: &Utf8Path) -> ApplyOptions {
     ApplyOptions {
         tar_split: Some(meta.to_owned()),
         sync: false,
-        ..ApplyOptions::default()
+        ..base_opts()
     }
 }
 
@@ -161,7 +161,7 @@ fn sparse_files_keep_their_holes() {
             &diff,
             &ApplyOptions {
                 sync: false,
-                ..ApplyOptions::default()
+                ..base_opts()
             },
         )
         .unwrap();
@@ -275,4 +275,75 @@ fn changed_layers_are_detected() {
         .verify("content", &s.path("diff-content"))
         .unwrap_err();
     assert!(err.is_not_reproducible(), "{err}");
+}
+
+#[test]
+fn converted_and_skipped_entries_reproduce() {
+    let s = Scratch::new();
+    let mut t = RawTar::new();
+    t.file(".wh..wh.aufs", b"aufs base")
+        .dir(".wh..wh.plnk/")
+        .file(".wh..wh.plnk/7.7", b"pseudo-linked content")
+        .link(b'1', "bin/a", ".wh..wh.plnk/7.7")
+        .link(b'2', "sym", "bin/a");
+    // A symlink entry that (oddly) carries content: kept inline.
+    let mut h = RawTar::header(b'2', b"sym2", 5);
+    h.set_link_name_literal(b"bin/a").unwrap();
+    h.set_cksum();
+    t.raw(&h, b"12345");
+    t.pax(&[("SCHILY.xattr.trusted.overlay.opaque", b"y")])
+        .dir("opq/");
+    if is_root() {
+        let mut dev = RawTar::header(b'3', b"opq/wh", 0);
+        dev.set_device_major(0).unwrap();
+        dev.set_device_minor(0).unwrap();
+        dev.set_cksum();
+        t.raw(&dev, &[]);
+    }
+    let tar = t.end();
+    let diff = s.mkdir("diff");
+    let meta = s.path("meta");
+    apply_layer(&tar[..], &diff, &opts(&meta)).unwrap();
+    assert_eq!(
+        fs::read(diff.join("bin/a")).unwrap(),
+        b"pseudo-linked content"
+    );
+    assert!(!diff.join(".wh..wh.aufs").exists());
+    let mut again = Vec::new();
+    reproduce(&meta, &diff, &mut again).unwrap();
+    assert!(again == tar, "reproduced bytes differ");
+}
+
+#[test]
+fn reused_paths_reproduce() {
+    let s = Scratch::new();
+    let tar = RawTar::new()
+        .file("a", b"first version")
+        .file("b", b"b")
+        .file("a", b"second version, longer")
+        .link(b'2', "b", "a")
+        .file("a", b"third")
+        .end();
+    let store = TarSplitStore::new(s.mkdir("ts"));
+    let diff = s.mkdir("diff");
+    apply_layer(&tar[..], &diff, &opts(&store.path_for("dup"))).unwrap();
+    assert_eq!(fs::read(diff.join("a")).unwrap(), b"third");
+    assert_eq!(fs::read_link(diff.join("b")).unwrap().to_str(), Some("a"));
+    let mut again = Vec::new();
+    store.reproduce("dup", &diff, &mut again).unwrap();
+    assert!(again == tar, "reproduced bytes differ");
+    let shadow = Utf8PathBuf::from(format!("{}.shadow", store.path_for("dup")));
+    assert_eq!(
+        fs::read_dir(&shadow).unwrap().count(),
+        3,
+        "two versions of a and one of b kept"
+    );
+    // Re-applying a layer without reused paths drops the stale kept copies.
+    let diff2 = s.mkdir("diff2");
+    let plain = RawTar::new().file("a", b"only").end();
+    apply_layer(&plain[..], &diff2, &opts(&store.path_for("dup"))).unwrap();
+    assert!(!shadow.exists());
+    store.reproduce("dup", &diff2, std::io::sink()).unwrap();
+    store.remove("dup").unwrap();
+    assert!(!store.contains("dup"));
 }

@@ -30,7 +30,8 @@ fn goref(test: &str) -> Option<PathBuf> {
                 "{MOBY_SRC} missing (apt-get install golang-github-docker-docker-dev)"
             ));
         }
-        let dir = std::env::temp_dir().join(format!("aufs-archive-goref-{}", std::process::id()));
+        // Kept between runs: Go's build cache makes the rebuild instant.
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("goref");
         let src = dir.join("src/goref");
         std::fs::create_dir_all(&src).map_err(|e| e.to_string())?;
         let main = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/go-ref/main.go");
@@ -150,7 +151,7 @@ fn untar_compare(bin: &PathBuf, s: &Scratch, label: &str, tar_path: &Utf8Path) {
         &ours,
         &ApplyOptions {
             sync: false,
-            ..ApplyOptions::default()
+            ..base_opts()
         },
     )
     .unwrap();

@@ -268,7 +268,7 @@ fn hostile_archives_never_touch_the_outside() {
             &diff,
             &ApplyOptions {
                 sync: false,
-                ..ApplyOptions::default()
+                ..base_opts()
             },
         );
         match (case.error, &res) {
@@ -324,7 +324,7 @@ fn contained_paths_land_inside() {
         &diff,
         &ApplyOptions {
             sync: false,
-            ..ApplyOptions::default()
+            ..base_opts()
         },
     )
     .unwrap();
@@ -370,7 +370,7 @@ mod mutated {
             write_file(&outside.join("victim"), b"secret");
             let before = snapshot(&outside);
             let diff = s.mkdir("layers/diff");
-            let _ = apply_layer(&tar[..], &diff, &ApplyOptions { sync: false, tar_split: Some(s.path("ts")), ..ApplyOptions::default() });
+            let _ = apply_layer(&tar[..], &diff, &ApplyOptions { sync: false, tar_split: Some(s.path("ts")), ..base_opts() });
             prop_assert_eq!(snapshot(&outside), before);
             prop_assert_eq!(fs::read_dir(s.path("layers")).unwrap().count(), 1);
         }

@@ -141,7 +141,7 @@ pub(crate) fn exported_view(root: &Utf8Path) -> String {
 fn no_sync() -> ApplyOptions {
     ApplyOptions {
         sync: false,
-        ..ApplyOptions::default()
+        ..base_opts()
     }
 }
 
@@ -153,7 +153,15 @@ fn export_then_apply_reproduces_the_tree() {
     let mut tar = Vec::new();
     export_diff(&src, &mut tar).unwrap();
     let dst = s.mkdir("layers/dst");
-    let report = apply_layer(&tar[..], &dst, &ApplyOptions::default()).unwrap();
+    let report = apply_layer(
+        &tar[..],
+        &dst,
+        &ApplyOptions {
+            sync: true,
+            ..base_opts()
+        },
+    )
+    .unwrap();
     assert_eq!(exported_view(&dst), exported_view(&src));
     assert_eq!(report.size, diff_size(&dst).unwrap());
     assert_eq!(report.tar_bytes, tar.len() as u64);
@@ -528,6 +536,10 @@ fn devices_are_skipped_without_privilege() {
         Some(rustix::fs::Gid::from_raw(65534)),
     )
     .unwrap();
+    // A copy of this test binary the unprivileged user can execute wherever the build lives.
+    let exe = s.path("test-binary");
+    fs::copy(std::env::current_exe().unwrap(), &exe).unwrap();
+    fs::set_permissions(&exe, fs::Permissions::from_mode(0o755)).unwrap();
     let out = std::process::Command::new("setpriv")
         .args([
             "--reuid=65534",
@@ -536,7 +548,8 @@ fn devices_are_skipped_without_privilege() {
             "--inh-caps=-all",
             "--bounding-set=-all",
         ])
-        .arg(std::env::current_exe().unwrap())
+        .arg(exe.as_str())
+        .current_dir("/")
         .args([
             "--exact",
             "roundtrip::unprivileged_child",

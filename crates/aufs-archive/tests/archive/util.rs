@@ -269,3 +269,12 @@ pub fn run(cmd: &mut std::process::Command) {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Options for tests: no syncfs, and owners set only when root can set them.
+pub fn base_opts() -> aufs_archive::ApplyOptions {
+    aufs_archive::ApplyOptions {
+        sync: false,
+        chown: is_root(),
+        ..aufs_archive::ApplyOptions::default()
+    }
+}
