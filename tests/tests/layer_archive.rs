@@ -330,3 +330,31 @@ fn id_maps_apply_to_dirs_and_entries() {
     let md = std::fs::symlink_metadata(root.join("diff/m/www")).unwrap();
     assert_eq!((md.uid(), md.gid()), (100_033, 200_044));
 }
+
+/// Applies stage outside `diff/`, per layer; what an interrupted apply left
+/// is removed by the next apply of that layer and by its removal.
+#[test]
+fn staging_stays_out_of_diff_and_is_cleaned() {
+    let f = fixture();
+    f.create("s", None);
+    let leftover = f.root.join("staging/s/.aufs-apply-crashed/tree");
+    std::fs::create_dir_all(&leftover).unwrap();
+    f.d.apply_diff(&id("s"), None, &sample_tar()[..]).unwrap();
+    assert!(!leftover.exists());
+    // A failed apply leaves nothing behind either.
+    let _ =
+        f.d.apply_diff(&id("s"), None, &b"garbage that is no tarball"[..])
+            .unwrap_err();
+    let names: Vec<String> = std::fs::read_dir(f.root.join("diff"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, vec!["s"]);
+    assert_eq!(
+        std::fs::read_dir(f.root.join("staging")).unwrap().count(),
+        0
+    );
+    std::fs::create_dir_all(&leftover).unwrap();
+    f.d.remove(&id("s")).unwrap();
+    assert!(!f.root.join("staging/s").exists());
+}

@@ -431,6 +431,10 @@ impl Driver {
             return Err(e);
         }
         self.refs.forget(id)?;
+        let staging = self.layout.staging_dir().join(id.as_str());
+        if let Err(e) = self.ports.fs.remove_all(&staging) {
+            tracing::warn!(storage_driver = "aufs", %id, path = %staging, error = %e, "could not remove staging dir");
+        }
         let split =
             aufs_archive::TarSplitStore::new(self.layout.tar_split_dir()).path_for(id.as_str());
         match self.ports.fs.remove_file(&split) {

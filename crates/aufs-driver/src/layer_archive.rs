@@ -84,15 +84,25 @@ impl Driver {
         }
         let store = self.tar_split();
         let meta = store.path_for(id.as_str());
+        // A staging dir per layer: applies of one layer are serialised by
+        // its lock, so whatever is in it is left by an interrupted apply.
+        let staging = self.layout().staging_dir().join(id.as_str());
         self.ports()
             .fs
-            .create_dir_all(&self.layout().tar_split_dir(), 0o700, self.dir_owner())
-            .map_err(DriverError::io("create dir", self.layout().tar_split_dir()))?;
+            .remove_all(&staging)
+            .map_err(DriverError::io("remove stale staging dir", staging.clone()))?;
+        for dir in [self.layout().tar_split_dir(), staging.clone()] {
+            self.ports()
+                .fs
+                .create_dir_all(&dir, 0o700, self.dir_owner())
+                .map_err(DriverError::io("create dir", dir.clone()))?;
+        }
         let opts = ApplyOptions {
             uid_map: archive_maps(&self.id_maps().uids),
             gid_map: archive_maps(&self.id_maps().gids),
             tar_split: Some(meta),
             chown: self.dir_owner().is_some(),
+            staging_parent: Some(staging.clone()),
             ..ApplyOptions::default()
         };
         let diff = self.layout().diff_dir(id);

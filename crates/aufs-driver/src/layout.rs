@@ -39,6 +39,10 @@ impl Layout {
     pub fn tar_split_dir(&self) -> Utf8PathBuf {
         self.root.join("tar-split")
     }
+    /// `staging/`: layers being applied, swapped into `diff/` when complete.
+    pub fn staging_dir(&self) -> Utf8PathBuf {
+        self.root.join("staging")
+    }
     /// `layers/<id>`.
     pub fn layers_file(&self, id: &LayerId) -> Utf8PathBuf {
         self.root.join("layers").join(id.as_str())
