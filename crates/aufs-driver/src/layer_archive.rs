@@ -106,8 +106,9 @@ impl Driver {
             ..ApplyOptions::default()
         };
         let diff = self.layout().diff_dir(id);
-        let report =
-            aufs_archive::apply_layer(input, &diff, &opts).map_err(Self::archive_err(id))?;
+        let report = aufs_archive::apply_layer(input, &diff, &opts).map_err(Self::archive_err(id));
+        let _ = self.ports().fs.remove_all(&staging);
+        let report = report?;
         tracing::debug!(storage_driver = "aufs", %id, size = report.size, entries = report.entries, "applied layer");
         Ok(ApplyOutcome {
             size: report.size,
