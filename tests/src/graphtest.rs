@@ -3,17 +3,19 @@
 //! written and read with `std::fs` on the paths `get` returns, so with a
 //! parent the union mount itself is exercised.
 //!
-//! Cases that need the driver's diff and apply (`DiffApply`, `Changes`) are
-//! not here; `DriverTestEcho` checks, in place of `Changes`, the entries of
-//! each layer's diff dir that Docker's aufs `Changes` reads (every entry
-//! except `.wh..wh.*` metadata).
+//! `DriverTestDiffApply` and `DriverTestChanges` go through the driver's
+//! `diff`, `apply_diff`, `changes` and `diff_size`;
+//! [`driver_test_diff_from_ancestor`] adds the case moby leaves to its
+//! `NaiveDiffDriver`: a diff against an ancestor that is not the parent.
+//! `DriverTestEcho` checks the entries of each layer's diff dir that
+//! Docker's aufs `Changes` reads (every entry except `.wh..wh.*` metadata).
 
-use aufs_driver::{CreateOpts, Driver};
+use aufs_driver::{Change, ChangeKind, CreateOpts, Driver};
 use aufs_model::LayerId;
 use camino::{Utf8Path, Utf8PathBuf};
 use nix::sys::stat::{umask, Mode};
-use std::collections::BTreeSet;
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
+use std::collections::{BTreeMap, BTreeSet};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::sync::{Mutex, MutexGuard};
 
 /// The mode `get` shows for the root of a new layer.
@@ -365,10 +367,12 @@ fn at(root: &Utf8Path, path: &str) -> Utf8PathBuf {
 
 /// containers/storage DriverTestEcho, for 10 depths: a base with nested
 /// `subdir1/…/subdir9/file`; a second layer removes the path at `depth`
-/// through its union; a third recreates it. Where the Go test compares
-/// `Changes`, this checks the diff dirs they are computed from: the second
-/// holds the ancestors (modified) and one whiteout (deleted); the third the
-/// ancestors and the recreated entries (added).
+/// through its union; a third recreates it. Each layer's `Changes` against
+/// its parent, taken while it is mounted, are exactly as the Go test
+/// expects: the base all added; the second the ancestors modified and the
+/// path deleted; the third the ancestors modified and the recreated entries
+/// added. The diff dirs they are computed from hold those entries, the
+/// deletion as one whiteout.
 pub fn driver_test_echo(driver: &Driver) {
     const COMPONENTS: usize = 10;
     for depth in 0..COMPONENTS {
@@ -393,6 +397,10 @@ pub fn driver_test_echo(driver: &Driver) {
         write_file(&at(&root, &paths[COMPONENTS - 1]), &content, 0o600);
         let mut added: BTreeSet<String> = ["/a file", "/a subdir"].map(String::from).into();
         added.extend(paths.iter().cloned());
+        check_changes(
+            added.iter().map(|p| (p.clone(), ChangeKind::Add)).collect(),
+            &driver.changes(&base, None).expect("changes of base"),
+        );
         assert_eq!(
             diff_entries(&driver.layout().diff_dir(&base)),
             added,
@@ -417,6 +425,18 @@ pub fn driver_test_echo(driver: &Driver) {
         for p in &paths[..depth] {
             verify_file(&at(&root2, p), libc::S_IFDIR, 0o700, 0, 0);
         }
+        let modified = paths[..depth]
+            .iter()
+            .map(|p| (p.clone(), ChangeKind::Modify));
+        check_changes(
+            modified
+                .clone()
+                .chain([(paths[depth].clone(), ChangeKind::Delete)])
+                .collect(),
+            &driver
+                .changes(&second, Some(&base))
+                .expect("changes of second"),
+        );
         let mut expected: BTreeSet<String> = paths[..depth].iter().cloned().collect();
         expected.insert(whiteout_of(&paths[depth]));
         assert_eq!(
@@ -438,6 +458,13 @@ pub fn driver_test_echo(driver: &Driver) {
         }
         write_file(&at(&root3, &paths[COMPONENTS - 1]), &content, 0o600);
         assert_eq!(read(&at(&root3, &paths[COMPONENTS - 1])), content);
+        let added = paths[depth..].iter().map(|p| (p.clone(), ChangeKind::Add));
+        check_changes(
+            modified.chain(added).collect(),
+            &driver
+                .changes(&third, Some(&second))
+                .expect("changes of third"),
+        );
         let expected: BTreeSet<String> = paths.iter().cloned().collect();
         assert_eq!(
             diff_entries(&driver.layout().diff_dir(&third)),
@@ -463,6 +490,449 @@ pub fn driver_test_echo(driver: &Driver) {
     }
 }
 
+fn mkdir_all(path: &Utf8Path, mode: u32) {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(mode)
+        .create(path)
+        .unwrap_or_else(|e| panic!("mkdir -p {path}: {e}"));
+}
+
+/// graphtest `addFile`: one 0755 file written through the layer's root.
+pub fn add_file(driver: &Driver, layer: &LayerId, name: &str, content: &[u8]) {
+    with_layer(driver, layer, |root| {
+        write_file(&root.join(name), content, 0o755)
+    });
+}
+
+/// graphtest `addDirectory`: `MkdirAll(dir, 0755)`.
+pub fn add_directory(driver: &Driver, layer: &LayerId, dir: &str) {
+    with_layer(driver, layer, |root| mkdir_all(&root.join(dir), 0o755));
+}
+
+/// graphtest `removeAll`: `RemoveAll` of each name (absent names are fine).
+pub fn remove_all(driver: &Driver, layer: &LayerId, names: &[&str]) {
+    with_layer(driver, layer, |root| {
+        for name in names {
+            let path = root.join(name);
+            let removed = match std::fs::symlink_metadata(&path) {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                Err(e) => Err(e),
+                Ok(md) if md.is_dir() => std::fs::remove_dir_all(&path),
+                Ok(_) => std::fs::remove_file(&path),
+            };
+            removed.unwrap_or_else(|e| panic!("remove {path}: {e}"));
+        }
+    });
+}
+
+/// graphtest `checkFile`: `name` in the layer holds exactly `content`.
+pub fn check_file(driver: &Driver, layer: &LayerId, name: &str, content: &[u8]) {
+    with_layer(driver, layer, |root| {
+        assert_eq!(
+            read(&root.join(name)),
+            content,
+            "content of {name} in {layer}"
+        );
+    });
+}
+
+/// graphtest `checkFileRemoved`: `stat` of `name` fails with "not found".
+pub fn check_file_removed(driver: &Driver, layer: &LayerId, name: &str) {
+    with_layer(driver, layer, |root| {
+        let path = root.join(name);
+        match std::fs::metadata(&path) {
+            Ok(_) => panic!("file still exists: {path}"),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => panic!("stat {path}: {e}"),
+        }
+    });
+}
+
+/// The file names graphtest's `addManyFiles` family uses: for each
+/// `directory-<i>` (one per 100 files), the indexes of its `file-<n>`.
+fn many_files(count: usize) -> impl Iterator<Item = (String, std::ops::Range<usize>)> {
+    (0..count)
+        .step_by(100)
+        .map(move |i| (format!("directory-{i}"), i..count.min(i + 100)))
+}
+
+/// graphtest `addManyFiles`: `count` files of 64 bytes seeded with
+/// `seed + n`, `directory-<i>/file-<n>`, 100 to a directory.
+pub fn add_many_files(driver: &Driver, layer: &LayerId, count: usize, seed: u64) {
+    with_layer(driver, layer, |root| {
+        for (dir, files) in many_files(count) {
+            let dir = root.join(dir);
+            mkdir_all(&dir, 0o755);
+            for n in files {
+                let content = random_content(64, seed + n as u64);
+                write_file(&dir.join(format!("file-{n}")), &content, 0o755);
+            }
+        }
+    });
+}
+
+/// graphtest `changeManyFiles`: in each directory of [`add_many_files`],
+/// file `n` (counting from the directory's first) is rewritten when
+/// `n % 3 == 0`, gets a new sibling `file-<seed>-<n>` when 1, is removed
+/// when 2. Returns the changes made: those and a `C` of each directory.
+pub fn change_many_files(
+    driver: &Driver,
+    layer: &LayerId,
+    count: usize,
+    seed: u64,
+) -> Vec<(String, ChangeKind)> {
+    with_layer(driver, layer, |root| {
+        let mut changes = Vec::new();
+        for (dir, files) in many_files(count) {
+            let archive_root = format!("/{dir}");
+            mkdir_all(&at(root, &archive_root), 0o755);
+            changes.push((archive_root.clone(), ChangeKind::Modify));
+            let first = files.start;
+            for n in files {
+                let content = random_content(64, seed + n as u64);
+                let change = match (n - first) % 3 {
+                    0 => {
+                        let path = format!("{archive_root}/file-{n}");
+                        write_file(&at(root, &path), &content, 0o755);
+                        (path, ChangeKind::Modify)
+                    }
+                    1 => {
+                        let path = format!("{archive_root}/file-{seed}-{n}");
+                        write_file(&at(root, &path), &content, 0o755);
+                        (path, ChangeKind::Add)
+                    }
+                    _ => {
+                        let path = format!("{archive_root}/file-{n}");
+                        let full = at(root, &path);
+                        std::fs::remove_file(&full)
+                            .unwrap_or_else(|e| panic!("remove {full}: {e}"));
+                        (path, ChangeKind::Delete)
+                    }
+                };
+                changes.push(change);
+            }
+        }
+        changes
+    })
+}
+
+/// graphtest `checkManyFiles`: every file of [`add_many_files`] holds the
+/// content of `seed`.
+pub fn check_many_files(driver: &Driver, layer: &LayerId, count: usize, seed: u64) {
+    with_layer(driver, layer, |root| {
+        for (dir, files) in many_files(count) {
+            for n in files {
+                let file = root.join(&dir).join(format!("file-{n}"));
+                assert_eq!(
+                    read(&file),
+                    random_content(64, seed + n as u64),
+                    "mismatched file content of {file}"
+                );
+            }
+        }
+    });
+}
+
+/// graphtest `checkChanges`: the same number of changes and, both sorted
+/// by (path, kind), the same ones.
+pub fn check_changes(mut expected: Vec<(String, ChangeKind)>, actual: &[Change]) {
+    assert_eq!(
+        expected.len(),
+        actual.len(),
+        "unexpected number of changes: expected {expected:?}, got {actual:?}"
+    );
+    let mut actual: Vec<(String, ChangeKind)> =
+        actual.iter().map(|c| (c.path.clone(), c.kind)).collect();
+    expected.sort();
+    actual.sort();
+    for (e, a) in expected.iter().zip(&actual) {
+        assert_eq!(e, a, "unexpected change");
+    }
+}
+
+/// DriverTestDiffApply: a layer's diff against its parent, applied to a
+/// fresh layer on that parent, reproduces it: the applied size equals
+/// `DiffSize(upper, "")`, rewritten files show their new content and
+/// removed ones (a file and a directory) are gone.
+pub fn driver_test_diff_apply(driver: &Driver, file_count: usize) {
+    const DELETE_FILE: &str = "file-remove.txt";
+    const DELETE_FILE_CONTENT: &[u8] = b"This file should get removed in upper!";
+    const DELETE_DIR: &str = "var/lib";
+    let seed = 0xd1ff_0000 + file_count as u64 * 3;
+    let (base, upper, diff) = (layer_id(seed), layer_id(seed + 1), layer_id(seed + 2));
+
+    driver.create(&base, None, &no_opts()).expect("create base");
+    add_many_files(driver, &base, file_count, 3);
+    add_file(driver, &base, DELETE_FILE, DELETE_FILE_CONTENT);
+    add_directory(driver, &base, DELETE_DIR);
+
+    driver
+        .create(&upper, Some(&base), &no_opts())
+        .expect("create upper");
+    add_many_files(driver, &upper, file_count, 6);
+    remove_all(driver, &upper, &[DELETE_FILE, DELETE_DIR]);
+
+    let diff_size = driver.diff_size(&upper, None).expect("diff size of upper");
+
+    driver
+        .create(&diff, Some(&base), &no_opts())
+        .expect("create diff");
+    check_many_files(driver, &diff, file_count, 3);
+    check_file(driver, &diff, DELETE_FILE, DELETE_FILE_CONTENT);
+
+    let mut arch = Vec::new();
+    let written = driver
+        .diff(&upper, Some(&base), &mut arch)
+        .expect("diff of upper");
+    assert_eq!(written, arch.len() as u64, "bytes written by diff");
+
+    let applied = driver
+        .apply_diff(&diff, Some(&base), &arch[..])
+        .expect("apply diff");
+    assert_eq!(applied.size, diff_size, "Apply diff size different");
+
+    check_many_files(driver, &diff, file_count, 6);
+    check_file_removed(driver, &diff, DELETE_FILE);
+    check_file_removed(driver, &diff, DELETE_DIR);
+}
+
+/// DriverTestChanges: the changes computed for a layer against its parent
+/// are exactly the changes [`change_many_files`] made.
+pub fn driver_test_changes(driver: &Driver) {
+    let (base, upper) = (layer_id(0xc4a0), layer_id(0xc4a1));
+    driver.create(&base, None, &no_opts()).expect("create base");
+    add_many_files(driver, &base, 20, 3);
+    driver
+        .create(&upper, Some(&base), &no_opts())
+        .expect("create upper");
+    let expected = change_many_files(driver, &upper, 20, 6);
+    let changes = driver
+        .changes(&upper, Some(&base))
+        .expect("changes of upper");
+    check_changes(expected, &changes);
+}
+
+/// What a tree shows of one entry: `st_mode`, owner, and the file's bytes
+/// or the link's target (empty for anything else).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Shown {
+    /// Type and permission bits.
+    pub mode: u32,
+    /// Owner.
+    pub uid: u32,
+    /// Group.
+    pub gid: u32,
+    /// Content of a regular file, target of a symlink.
+    pub data: Vec<u8>,
+}
+
+/// Every entry below `root` (paths `/`-rooted) as it shows, not following
+/// symlinks; times are left out.
+pub fn visible_tree(root: &Utf8Path) -> BTreeMap<String, Shown> {
+    fn rec(base: &Utf8Path, dir: &Utf8Path, out: &mut BTreeMap<String, Shown>) {
+        for name in read_dir(dir) {
+            let p = dir.join(&name);
+            let md = std::fs::symlink_metadata(&p).unwrap_or_else(|e| panic!("lstat {p}: {e}"));
+            let data = if md.file_type().is_file() {
+                read(&p)
+            } else if md.file_type().is_symlink() {
+                let target = std::fs::read_link(&p).unwrap_or_else(|e| panic!("readlink {p}: {e}"));
+                std::os::unix::ffi::OsStringExt::into_vec(target.into_os_string())
+            } else {
+                Vec::new()
+            };
+            let rel = format!("/{}", p.strip_prefix(base).expect("below the base"));
+            out.insert(
+                rel,
+                Shown {
+                    mode: md.mode(),
+                    uid: md.uid(),
+                    gid: md.gid(),
+                    data,
+                },
+            );
+            if md.is_dir() {
+                rec(base, &p, out);
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    rec(root, root, &mut out);
+    out
+}
+
+/// `diff`, `changes` and `diff_size` against an ancestor that is not the
+/// parent (moby hands these to its `NaiveDiffDriver`, which compares the
+/// two mounted trees), on a chain grandparent → middle → top; with
+/// `grandparent_has_parent` the grandparent sits on a bottom layer, so both
+/// compared trees are unions. What the middle layer changed must be part of
+/// the diff; applied to a fresh layer on the grandparent, it shows the same
+/// tree as the top. With no ancestor every visible entry is added.
+pub fn driver_test_diff_from_ancestor(driver: &Driver, grandparent_has_parent: bool) {
+    let seed = if grandparent_has_parent {
+        0xa2c0_0010
+    } else {
+        0xa2c0_0000
+    };
+    let [bottom, grand, middle, top, copy] = [0, 1, 2, 3, 4].map(|i| layer_id(seed + i));
+    const CONF: &[u8] = b"v2 from the middle layer";
+    let big = random_content(5000, seed);
+
+    let below_grand = grandparent_has_parent.then(|| {
+        driver
+            .create(&bottom, None, &no_opts())
+            .expect("create bottom");
+        add_file(driver, &bottom, "bottom", b"bottom");
+        bottom.clone()
+    });
+    driver
+        .create(&grand, below_grand.as_ref(), &no_opts())
+        .expect("create grandparent");
+    with_layer(driver, &grand, |root| {
+        write_file(&root.join("keep"), b"keep", 0o644);
+        mkdir(&root.join("etc"), 0o755);
+        write_file(&root.join("etc/conf"), b"v1", 0o644);
+        write_file(&root.join("etc/old"), b"old", 0o644);
+        mkdir(&root.join("data"), 0o755);
+        write_file(
+            &root.join("data/big"),
+            &random_content(4096, seed + 1),
+            0o644,
+        );
+        mkdir(&root.join("gone-dir"), 0o755);
+        write_file(&root.join("gone-dir/x"), b"x", 0o644);
+    });
+
+    driver
+        .create(&middle, Some(&grand), &no_opts())
+        .expect("create middle");
+    with_layer(driver, &middle, |root| {
+        write_file(&root.join("etc/conf"), CONF, 0o644);
+        write_file(&root.join("mid-only"), b"mid", 0o600);
+        std::os::unix::fs::symlink("etc/conf", root.join("link"))
+            .unwrap_or_else(|e| panic!("symlink in {middle}: {e}"));
+        std::fs::remove_file(root.join("etc/old")).expect("remove etc/old");
+        std::fs::remove_dir_all(root.join("gone-dir")).expect("remove gone-dir");
+    });
+
+    driver
+        .create(&top, Some(&middle), &no_opts())
+        .expect("create top");
+    with_layer(driver, &top, |root| {
+        write_file(&root.join("top-only"), b"top", 0o644);
+        write_file(&root.join("data/big"), &big, 0o644);
+        std::fs::set_permissions(root.join("keep"), std::fs::Permissions::from_mode(0o600))
+            .expect("chmod keep");
+    });
+
+    use ChangeKind::{Add, Delete, Modify};
+    let expected: Vec<(String, ChangeKind)> = [
+        ("/data", Modify),
+        ("/data/big", Modify),
+        ("/etc", Modify),
+        ("/etc/conf", Modify),
+        ("/etc/old", Delete),
+        ("/gone-dir", Delete),
+        ("/keep", Modify),
+        ("/link", Add),
+        ("/mid-only", Add),
+        ("/top-only", Add),
+    ]
+    .map(|(p, k)| (p.to_string(), k))
+    .into();
+    let changes = driver
+        .changes(&top, Some(&grand))
+        .expect("changes against the grandparent");
+    check_changes(expected, &changes);
+
+    // Docker's `ChangesSize`: added and modified non-directories, a
+    // symlink counting its target's length.
+    let expected_size = big.len() + CONF.len() + b"keep".len() + "etc/conf".len() + 3 + 3;
+    let size = driver
+        .diff_size(&top, Some(&grand))
+        .expect("diff size against the grandparent");
+    assert_eq!(
+        size, expected_size as u64,
+        "diff size against the grandparent"
+    );
+
+    let mut arch = Vec::new();
+    let written = driver
+        .diff(&top, Some(&grand), &mut arch)
+        .expect("diff against the grandparent");
+    assert_eq!(written, arch.len() as u64, "bytes written by diff");
+
+    driver
+        .create(&copy, Some(&grand), &no_opts())
+        .expect("create copy");
+    let applied = driver
+        .apply_diff(&copy, Some(&grand), &arch[..])
+        .expect("apply the diff to the copy");
+    assert_eq!(applied.size, size, "applied size");
+    // The copy's diff dir is what the tarball held.
+    let copy_diff = driver.layout().diff_dir(&copy);
+    assert_eq!(
+        diff_entries(&copy_diff),
+        [
+            "/.wh.gone-dir",
+            "/data",
+            "/data/big",
+            "/etc",
+            "/etc/.wh.old",
+            "/etc/conf",
+            "/keep",
+            "/link",
+            "/mid-only",
+            "/top-only",
+        ]
+        .map(String::from)
+        .into(),
+        "entries of the diff against the grandparent"
+    );
+    assert_eq!(
+        read(&copy_diff.join("etc/conf")),
+        CONF,
+        "middle layer's etc/conf"
+    );
+
+    let top_tree = with_layer(driver, &top, visible_tree);
+    let copy_tree = with_layer(driver, &copy, visible_tree);
+    assert_eq!(copy_tree, top_tree, "copy and top show different trees");
+    assert_eq!(top_tree["/link"].data, b"etc/conf", "link target");
+    assert_eq!(top_tree["/keep"].mode & 0o7777, 0o600, "mode of /keep");
+
+    // No ancestor: everything the top shows is added.
+    let all_added: Vec<(String, ChangeKind)> = top_tree.keys().map(|p| (p.clone(), Add)).collect();
+    let changes = driver.changes(&top, None).expect("changes against nothing");
+    check_changes(all_added, &changes);
+    let non_dirs: usize = top_tree
+        .values()
+        .filter(|s| s.mode & libc::S_IFMT != libc::S_IFDIR)
+        .map(|s| s.data.len())
+        .sum();
+    assert_eq!(
+        driver
+            .diff_size(&top, None)
+            .expect("diff size against nothing"),
+        non_dirs as u64,
+        "diff size against nothing"
+    );
+
+    // A layer that is no ancestor is refused.
+    assert!(
+        driver.changes(&top, Some(&copy)).is_err(),
+        "changes against a layer off the chain"
+    );
+    for l in [&top, &middle, &grand, &copy] {
+        assert_eq!(
+            driver.references(l).expect("references"),
+            0,
+            "{l} left mounted"
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -475,6 +945,20 @@ mod tests {
         assert_eq!(random_content(128, 3), random_content(128, 3));
         assert_ne!(random_content(128, 3), random_content(128, 4));
         assert_eq!(random_content(13, 1).len(), 13);
+    }
+
+    #[test]
+    fn many_files_go_100_to_a_directory() {
+        let dirs: Vec<_> = many_files(250).collect();
+        assert_eq!(
+            dirs,
+            vec![
+                ("directory-0".to_string(), 0..100),
+                ("directory-100".to_string(), 100..200),
+                ("directory-200".to_string(), 200..250),
+            ]
+        );
+        assert_eq!(many_files(0).count(), 0);
     }
 
     #[test]

@@ -9,7 +9,7 @@ mod support;
 
 use aufs_driver::{Driver, DriverConfig, Ports};
 use aufs_fuse::{FuseBackend, Launcher};
-use aufs_linux::{FlockLocks, LinuxFilesystem, LinuxHost};
+use aufs_linux::FlockLocks;
 use aufs_model::LayerId;
 use aufs_tests::{driver_suite, graphtest, Rig};
 use camino::{Utf8Path, Utf8PathBuf};
@@ -39,7 +39,7 @@ impl FuseOnTmpfs {
                 Launcher::new(server, Vec::new()),
                 tmpfs.join("fuse"),
             )),
-            locks: FlockLocks::new(tmpfs.join("locks")).expect("lock dir"),
+            locks: FlockLocks::new(tmpfs.lock_dir()).expect("lock dir"),
             tmpfs,
         })
     }
@@ -92,15 +92,10 @@ impl Drop for FuseOnTmpfs {
 
 impl Rig for FuseOnTmpfs {
     fn root(&self) -> Utf8PathBuf {
-        self.tmpfs.join("aufs")
+        self.tmpfs.root()
     }
     fn ports(&self) -> Ports {
-        Ports {
-            fs: Arc::new(LinuxFilesystem::new()),
-            host: Arc::new(LinuxHost::new()),
-            backend: self.backend.clone(),
-            locks: Arc::new(self.locks.clone()),
-        }
+        support::real_ports(self.backend.clone(), &self.locks)
     }
     fn is_mounted(&self, path: &Utf8Path) -> bool {
         fuse_mounted_at(path)
@@ -118,38 +113,40 @@ mod fuse_on_tmpfs {
     driver_suite!(rig_or_skip!(FuseOnTmpfs::new()));
 }
 
+/// Expands to one `#[test]` per graphtest case, each on a fresh
+/// [`FuseOnTmpfs`]: `name => case(extra args)`.
+macro_rules! graphtest_on_fuse {
+    ($($(#[$attr:meta])* $name:ident => $case:ident($($arg:expr),*);)*) => {
+        $(
+            $(#[$attr])*
+            #[test]
+            fn $name() {
+                let rig = rig_or_skip!(FuseOnTmpfs::new());
+                graphtest::$case(&rig.driver() $(, $arg)*);
+            }
+        )*
+    };
+}
+
 mod graphtest_on_fuse {
     use super::*;
 
-    #[test]
-    fn create_empty() {
-        let rig = rig_or_skip!(FuseOnTmpfs::new());
-        graphtest::driver_test_create_empty(&rig.driver());
-    }
-
-    #[test]
-    fn create_base() {
-        let rig = rig_or_skip!(FuseOnTmpfs::new());
-        graphtest::driver_test_create_base(&rig.driver());
-    }
-
-    #[test]
-    fn create_snap() {
-        let rig = rig_or_skip!(FuseOnTmpfs::new());
-        graphtest::driver_test_create_snap(&rig.driver());
-    }
-
-    /// As moby's overlay2 `TestOverlay128LayerRead`.
-    #[test]
-    fn deep_layer_read_128() {
-        let rig = rig_or_skip!(FuseOnTmpfs::new());
-        graphtest::driver_test_deep_layer_read(&rig.driver(), 128);
-    }
-
-    #[test]
-    fn echo() {
-        let rig = rig_or_skip!(FuseOnTmpfs::new());
-        graphtest::driver_test_echo(&rig.driver());
+    graphtest_on_fuse! {
+        create_empty => driver_test_create_empty();
+        create_base => driver_test_create_base();
+        create_snap => driver_test_create_snap();
+        /// As moby's overlay2 `TestOverlay128LayerRead`.
+        deep_layer_read_128 => driver_test_deep_layer_read(128);
+        echo => driver_test_echo();
+        /// As moby's overlay2 `TestOverlayDiffApply10Files`.
+        diff_apply_10_files => driver_test_diff_apply(10);
+        /// Ten directories of files.
+        diff_apply_1000_files => driver_test_diff_apply(1000);
+        changes => driver_test_changes();
+        /// The grandparent has no parent: only the top is a union.
+        diff_from_grandparent => driver_test_diff_from_ancestor(false);
+        /// The grandparent is a union too: two unions are compared.
+        diff_from_grandparent_on_a_base => driver_test_diff_from_ancestor(true);
     }
 }
 
@@ -199,5 +196,6 @@ fn is_mounted_is_exact() {
 #[test]
 fn mountinfo_unescaping() {
     assert_eq!(support::unescape_octal(r"/a\040b\011c\134d"), "/a b\tc\\d");
+    assert_eq!(support::unescape_octal(r"/plain"), "/plain");
     assert_eq!(support::unescape_octal(r"/trailing\04"), r"/trailing\04");
 }

@@ -12,6 +12,8 @@
 //! Mounting a tmpfs needs root: every test prints why it skips and passes
 //! when not root.
 
+mod support;
+
 use aufs_driver::kernel::KernelAufs;
 use aufs_driver::support::lists_aufs;
 use aufs_driver::{CreateOpts, Driver, DriverConfig, Ports, RefStore};
@@ -21,88 +23,16 @@ use aufs_ports::fakes::FakeUnionBackend;
 use aufs_ports::{BackendKind, SystemClock, UnionBackend};
 use aufs_tests::{driver_suite, Rig};
 use camino::{Utf8Path, Utf8PathBuf};
-use nix::mount::{MntFlags, MsFlags};
 use std::collections::BTreeSet;
 use std::os::unix::fs::MetadataExt;
 use std::sync::Arc;
-
-/// Evaluates to the rig `$make` builds, or returns from the test (which
-/// passes) when it cannot be built here; the constructor said why.
-macro_rules! rig_or_skip {
-    ($make:expr) => {
-        match $make {
-            Some(rig) => rig,
-            None => return,
-        }
-    };
-}
-
-/// Why a real rig cannot run here, if it cannot.
-fn not_root_reason() -> Option<&'static str> {
-    (!nix::unistd::geteuid().is_root()).then_some("mounting a tmpfs needs root")
-}
+use support::Tmpfs;
 
 /// Whether the running kernel has aufs, read straight from `/proc`.
 fn kernel_lists_aufs() -> bool {
     std::fs::read_to_string("/proc/filesystems")
         .map(|s| lists_aufs(&s))
         .unwrap_or(false)
-}
-
-fn skip(rig: &str, reason: &str) {
-    eprintln!("skipped: {rig}: {reason}");
-}
-
-/// A fresh tmpfs mounted on a temp dir, unmounted (lazily if busy) on drop.
-/// The driver root is `<tmpfs>/aufs`, absent until the driver creates it;
-/// lock files live beside it in `<tmpfs>/locks`.
-#[derive(Debug)]
-struct Tmpfs {
-    mountpoint: Utf8PathBuf,
-    // Dropped after the unmount in `Drop`, so it removes an empty dir.
-    _dir: tempfile::TempDir,
-}
-
-impl Tmpfs {
-    fn mount() -> Self {
-        let dir = tempfile::Builder::new()
-            .prefix("aufs-rig-")
-            .tempdir()
-            .expect("temp dir");
-        let mountpoint = Utf8PathBuf::from_path_buf(dir.path().to_owned()).expect("utf-8 temp dir");
-        nix::mount::mount(
-            Some("tmpfs"),
-            mountpoint.as_std_path(),
-            Some("tmpfs"),
-            MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
-            Some("mode=0755,size=256m"),
-        )
-        .unwrap_or_else(|e| panic!("mount tmpfs on {mountpoint}: {e}"));
-        Tmpfs {
-            mountpoint,
-            _dir: dir,
-        }
-    }
-
-    fn root(&self) -> Utf8PathBuf {
-        self.mountpoint.join("aufs")
-    }
-
-    fn lock_dir(&self) -> Utf8PathBuf {
-        self.mountpoint.join("locks")
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let path = self.mountpoint.as_std_path();
-        if nix::mount::umount2(path, MntFlags::empty()).is_err() {
-            // Something below is still mounted or open: detach it all.
-            if let Err(e) = nix::mount::umount2(path, MntFlags::MNT_DETACH) {
-                eprintln!("cannot unmount rig tmpfs {}: {e}", self.mountpoint);
-            }
-        }
-    }
 }
 
 /// Real filesystem, host and flock locks on a tmpfs; unions are only
@@ -116,11 +46,7 @@ struct RealFsOnTmpfs {
 
 impl RealFsOnTmpfs {
     fn new() -> Option<Self> {
-        if let Some(reason) = not_root_reason() {
-            skip("RealFsOnTmpfs", reason);
-            return None;
-        }
-        let tmpfs = Tmpfs::mount();
+        let tmpfs = Tmpfs::for_rig("RealFsOnTmpfs", false)?;
         Some(RealFsOnTmpfs {
             backend: Arc::new(FakeUnionBackend::new(BackendKind::Fuse)),
             locks: FlockLocks::new(tmpfs.lock_dir()).expect("lock dir"),
@@ -132,12 +58,8 @@ impl RealFsOnTmpfs {
     /// host and lock objects over the same lock dir. The mount table (the
     /// fake backend) is the one thing processes share.
     fn ports_of_another_process(&self) -> Ports {
-        Ports {
-            fs: Arc::new(LinuxFilesystem::new()),
-            host: Arc::new(LinuxHost::new()),
-            backend: self.backend.clone(),
-            locks: Arc::new(FlockLocks::new(self.tmpfs.lock_dir()).expect("lock dir")),
-        }
+        let locks = FlockLocks::new(self.tmpfs.lock_dir()).expect("lock dir");
+        support::real_ports(self.backend.clone(), &locks)
     }
 
     /// A driver keeping reference counts under the root.
@@ -155,12 +77,7 @@ impl Rig for RealFsOnTmpfs {
         self.tmpfs.root()
     }
     fn ports(&self) -> Ports {
-        Ports {
-            fs: Arc::new(LinuxFilesystem::new()),
-            host: Arc::new(LinuxHost::new()),
-            backend: self.backend.clone(),
-            locks: Arc::new(self.locks.clone()),
-        }
+        support::real_ports(self.backend.clone(), &self.locks)
     }
     fn is_mounted(&self, path: &Utf8Path) -> bool {
         self.backend.is_mounted(path).unwrap()
@@ -182,15 +99,11 @@ struct KernelAufsReal {
 
 impl KernelAufsReal {
     fn new() -> Option<Self> {
-        if let Some(reason) = not_root_reason() {
-            skip("KernelAufsReal", reason);
-            return None;
-        }
         if !kernel_lists_aufs() {
-            skip("KernelAufsReal", "/proc/filesystems does not list aufs");
+            support::skip("KernelAufsReal", "/proc/filesystems does not list aufs");
             return None;
         }
-        let tmpfs = Tmpfs::mount();
+        let tmpfs = Tmpfs::for_rig("KernelAufsReal", false)?;
         Some(KernelAufsReal {
             locks: FlockLocks::new(tmpfs.lock_dir()).expect("lock dir"),
             tmpfs,
@@ -218,7 +131,7 @@ impl Rig for KernelAufsReal {
         }
     }
     fn is_mounted(&self, path: &Utf8Path) -> bool {
-        aufs_mount_points().iter().any(|m| m == path)
+        support::mounted_at(path, |t| t == "aufs")
     }
     fn path_exists(&self, path: &Utf8Path) -> bool {
         std::fs::symlink_metadata(path).is_ok()
@@ -226,46 +139,6 @@ impl Rig for KernelAufsReal {
     fn make_dir(&self, path: &Utf8Path) {
         std::fs::create_dir_all(path).unwrap();
     }
-}
-
-/// Mount points of aufs mounts, read from `/proc/self/mountinfo` here
-/// rather than through the adapter under test.
-fn aufs_mount_points() -> Vec<Utf8PathBuf> {
-    let table = std::fs::read_to_string("/proc/self/mountinfo").expect("read mountinfo");
-    table
-        .lines()
-        .filter_map(|line| {
-            let (fields, rest) = line.split_once(" - ")?;
-            let fstype = rest.split_whitespace().next()?;
-            let point = fields.split_whitespace().nth(4)?;
-            (fstype == "aufs").then(|| unescape_octal(point).into())
-        })
-        .collect()
-}
-
-/// Undoes mountinfo's `\ooo` escapes of space, tab, newline and backslash.
-fn unescape_octal(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let octal = bytes.get(i + 1..i + 4).and_then(|d| {
-            std::str::from_utf8(d)
-                .ok()
-                .and_then(|d| u8::from_str_radix(d, 8).ok())
-        });
-        match (bytes[i], octal) {
-            (b'\\', Some(b)) => {
-                out.push(b);
-                i += 4;
-            }
-            (b, _) => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 mod real_fs_on_tmpfs {
@@ -490,21 +363,9 @@ fn tmpfs_rig_is_unmounted_on_drop() {
     d.create(&id("1"), None, &opts()).unwrap();
     drop(d);
     drop(rig);
-    assert!(!rig_path_is_mount_point(&point), "{point} still mounted");
+    assert!(
+        !support::mounts().iter().any(|m| m.point == point),
+        "{point} still mounted"
+    );
     assert!(!point.exists(), "{point} left behind");
-}
-
-fn rig_path_is_mount_point(path: &Utf8Path) -> bool {
-    std::fs::read_to_string("/proc/self/mountinfo")
-        .unwrap()
-        .lines()
-        .filter_map(|l| l.split_whitespace().nth(4))
-        .any(|p| unescape_octal(p) == path.as_str())
-}
-
-#[test]
-fn mountinfo_unescaping() {
-    assert_eq!(unescape_octal(r"/a\040b\011c\134d"), "/a b\tc\\d");
-    assert_eq!(unescape_octal(r"/plain"), "/plain");
-    assert_eq!(unescape_octal(r"/trailing\04"), r"/trailing\04");
 }

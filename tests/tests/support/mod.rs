@@ -1,14 +1,18 @@
-//! What the FUSE rigs share: a private tmpfs per test, the mount table read
-//! straight from `/proc`, and the `aufs-union-server` program.
+//! What the real rigs share: a private tmpfs per test, the real adapters,
+//! the mount table read straight from `/proc`, and the `aufs-union-server`
+//! program.
 
 // Each test binary uses a part of this module.
 #![allow(dead_code)]
 
+use aufs_driver::Ports;
+use aufs_linux::{FlockLocks, LinuxFilesystem, LinuxHost};
+use aufs_ports::UnionBackend;
 use camino::{Utf8Path, Utf8PathBuf};
 use nix::mount::{MntFlags, MsFlags};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 /// Evaluates to the rig `$make` builds, or returns from the test (which
 /// passes) when it cannot be built here; the constructor said why.
@@ -22,9 +26,14 @@ macro_rules! rig_or_skip {
     };
 }
 
+/// Why a tmpfs cannot be mounted here, if it cannot.
+pub fn no_root_reason() -> Option<&'static str> {
+    (!nix::unistd::geteuid().is_root()).then_some("mounting a tmpfs needs root")
+}
+
 /// Why FUSE unions cannot be mounted here, if they cannot.
 pub fn no_fuse_reason() -> Option<&'static str> {
-    if !nix::unistd::geteuid().is_root() {
+    if no_root_reason().is_some() {
         return Some("mounting a tmpfs and FUSE unions needs root");
     }
     if !Path::new("/dev/fuse").exists() {
@@ -39,6 +48,8 @@ pub fn skip(rig: &str, reason: &str) {
 }
 
 /// A fresh tmpfs mounted on a temp dir, unmounted (lazily if busy) on drop.
+/// A rig's driver root is `<tmpfs>/aufs`, absent until the driver creates
+/// it; its lock files live beside it in `<tmpfs>/locks`.
 #[derive(Debug)]
 pub struct Tmpfs {
     /// Where it is mounted.
@@ -48,11 +59,12 @@ pub struct Tmpfs {
 }
 
 impl Tmpfs {
-    /// Mounts a tmpfs (`nodev` unless device nodes are needed: overlay
-    /// whiteouts are character devices).
+    /// Mounts a tmpfs, `nosuid`, mode 0755, of at most 512 MiB (pages are
+    /// used only as written); `nodev` unless device nodes are needed
+    /// (overlay whiteouts are character devices).
     pub fn mount(allow_dev: bool) -> Self {
         let dir = tempfile::Builder::new()
-            .prefix("aufs-fuse-rig-")
+            .prefix("aufs-rig-")
             .tempdir()
             .expect("temp dir");
         let mountpoint = Utf8PathBuf::from_path_buf(dir.path().to_owned()).expect("utf-8 temp dir");
@@ -74,9 +86,40 @@ impl Tmpfs {
         }
     }
 
+    /// Mounts one for `rig`, or says why the rig is skipped (not root) and
+    /// gives none.
+    pub fn for_rig(rig: &str, allow_dev: bool) -> Option<Self> {
+        if let Some(reason) = no_root_reason() {
+            skip(rig, reason);
+            return None;
+        }
+        Some(Self::mount(allow_dev))
+    }
+
     /// A path inside the tmpfs.
     pub fn join(&self, rel: &str) -> Utf8PathBuf {
         self.mountpoint.join(rel)
+    }
+
+    /// The driver root of a rig on this tmpfs.
+    pub fn root(&self) -> Utf8PathBuf {
+        self.join("aufs")
+    }
+
+    /// The lock dir of a rig on this tmpfs.
+    pub fn lock_dir(&self) -> Utf8PathBuf {
+        self.join("locks")
+    }
+}
+
+/// The real filesystem and host with `backend` and `locks`: what a rig
+/// hands the driver.
+pub fn real_ports(backend: Arc<dyn UnionBackend>, locks: &FlockLocks) -> Ports {
+    Ports {
+        fs: Arc::new(LinuxFilesystem::new()),
+        host: Arc::new(LinuxHost::new()),
+        backend,
+        locks: Arc::new(locks.clone()),
     }
 }
 
@@ -122,9 +165,15 @@ pub fn mounts() -> Vec<Mount> {
 /// Whether a FUSE filesystem (`fuse` or `fuse.<subtype>`) is mounted at
 /// exactly `path`.
 pub fn fuse_mounted_at(path: &Utf8Path) -> bool {
+    mounted_at(path, |t| t == "fuse" || t.starts_with("fuse."))
+}
+
+/// Whether a filesystem whose type `fstype` accepts is mounted at exactly
+/// `path`.
+pub fn mounted_at(path: &Utf8Path, fstype: impl Fn(&str) -> bool) -> bool {
     mounts()
         .iter()
-        .any(|m| m.point == path && (m.fstype == "fuse" || m.fstype.starts_with("fuse.")))
+        .any(|m| m.point == path && fstype(&m.fstype))
 }
 
 /// Undoes mountinfo's `\ooo` escapes of space, tab, newline and backslash.
