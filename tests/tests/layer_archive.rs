@@ -22,11 +22,10 @@ fn id(s: &str) -> LayerId {
     LayerId::new(s).unwrap()
 }
 
-fn fixture() -> Fixture {
-    let tmp = tempfile::tempdir().unwrap();
-    let root = Utf8PathBuf::from_path_buf(tmp.path().join("aufs")).unwrap();
-    let d = Driver::init(
-        DriverConfig::new(root.clone()),
+/// A driver on the real filesystem whose unions are only a table.
+fn open(config: DriverConfig) -> Driver {
+    Driver::init(
+        config,
         Ports {
             fs: Arc::new(LinuxFilesystem::new()),
             host: Arc::new(LinuxHost::new()),
@@ -34,7 +33,13 @@ fn fixture() -> Fixture {
             locks: Arc::new(InProcessLocks::new()),
         },
     )
-    .unwrap();
+    .unwrap()
+}
+
+fn fixture() -> Fixture {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = Utf8PathBuf::from_path_buf(tmp.path().join("aufs")).unwrap();
+    let d = open(DriverConfig::new(root.clone()));
     Fixture { _tmp: tmp, root, d }
 }
 
@@ -297,16 +302,7 @@ fn id_maps_apply_to_dirs_and_entries() {
             size: 65_536,
         }],
     };
-    let d = Driver::init(
-        config,
-        Ports {
-            fs: Arc::new(LinuxFilesystem::new()),
-            host: Arc::new(LinuxHost::new()),
-            backend: Arc::new(FakeUnionBackend::new(BackendKind::Fuse)),
-            locks: Arc::new(InProcessLocks::new()),
-        },
-    )
-    .unwrap();
+    let d = open(config);
     for dir in ["", "layers", "diff", "mnt"] {
         let md = std::fs::metadata(root.join(dir)).unwrap();
         assert_eq!((md.uid(), md.gid()), (100_000, 200_000), "{dir}");
