@@ -4,9 +4,12 @@
 
 use crate::driver::{CreateOpts, Driver, LayerInfo, Status};
 use crate::error::{DriverError, Result};
+use crate::layer_archive::ApplyOutcome;
 use async_trait::async_trait;
+use aufs_archive::Change;
 use aufs_model::LayerId;
 use camino::Utf8PathBuf;
+use std::io::{Read, Write};
 use std::sync::Arc;
 
 /// The driver's operations, async.
@@ -35,6 +38,24 @@ pub trait AsyncGraphDriver: Send + Sync {
     async fn list(&self) -> Result<Vec<LayerInfo>>;
     /// See [`Driver::cleanup`].
     async fn cleanup(&self) -> Result<()>;
+    /// See [`Driver::apply_diff`]; the tarball is read on the blocking pool.
+    async fn apply_diff(
+        &self,
+        id: LayerId,
+        parent: Option<LayerId>,
+        input: Box<dyn Read + Send>,
+    ) -> Result<ApplyOutcome>;
+    /// See [`Driver::diff`]; returns the writer once the tarball is written.
+    async fn diff(
+        &self,
+        id: LayerId,
+        parent: Option<LayerId>,
+        out: Box<dyn Write + Send>,
+    ) -> Result<Box<dyn Write + Send>>;
+    /// See [`Driver::changes`].
+    async fn changes(&self, id: LayerId, parent: Option<LayerId>) -> Result<Vec<Change>>;
+    /// See [`Driver::diff_size`].
+    async fn diff_size(&self, id: LayerId, parent: Option<LayerId>) -> Result<u64>;
 }
 
 /// Wraps a shared [`Driver`].
@@ -105,5 +126,32 @@ impl AsyncGraphDriver for AsyncDriver {
     }
     async fn cleanup(&self) -> Result<()> {
         self.run(|d| d.cleanup()).await
+    }
+    async fn apply_diff(
+        &self,
+        id: LayerId,
+        parent: Option<LayerId>,
+        input: Box<dyn Read + Send>,
+    ) -> Result<ApplyOutcome> {
+        self.run(move |d| d.apply_diff(&id, parent.as_ref(), input))
+            .await
+    }
+    async fn diff(
+        &self,
+        id: LayerId,
+        parent: Option<LayerId>,
+        mut out: Box<dyn Write + Send>,
+    ) -> Result<Box<dyn Write + Send>> {
+        self.run(move |d| {
+            d.diff(&id, parent.as_ref(), &mut out)?;
+            Ok(out)
+        })
+        .await
+    }
+    async fn changes(&self, id: LayerId, parent: Option<LayerId>) -> Result<Vec<Change>> {
+        self.run(move |d| d.changes(&id, parent.as_ref())).await
+    }
+    async fn diff_size(&self, id: LayerId, parent: Option<LayerId>) -> Result<u64> {
+        self.run(move |d| d.diff_size(&id, parent.as_ref())).await
     }
 }

@@ -51,3 +51,67 @@ async fn async_lifecycle() {
     assert!(backend.mounted().is_empty());
     d.cleanup().await.unwrap();
 }
+
+/// Layer archives through the facade, on the real filesystem.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn async_apply_diff_changes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = camino::Utf8PathBuf::from_path_buf(tmp.path().join("aufs")).unwrap();
+    let d = Driver::init(
+        DriverConfig::new(root.clone()),
+        Ports {
+            fs: Arc::new(aufs_linux::LinuxFilesystem::new()),
+            host: Arc::new(aufs_linux::LinuxHost::new()),
+            backend: Arc::new(FakeUnionBackend::new(BackendKind::Fuse)),
+            locks: Arc::new(InProcessLocks::new()),
+        },
+    )
+    .unwrap();
+    let d = AsyncDriver::new(Arc::new(d));
+    let l = LayerId::new("l").unwrap();
+    d.create(l.clone(), None, CreateOpts::default())
+        .await
+        .unwrap();
+    let mut b = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_ustar();
+    h.set_mode(0o644);
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_mtime(7);
+    h.set_size(5);
+    b.append_data(&mut h, "hello", &b"world"[..]).unwrap();
+    let input = b.into_inner().unwrap();
+    let out = d
+        .apply_diff(
+            l.clone(),
+            None,
+            Box::new(std::io::Cursor::new(input.clone())),
+        )
+        .await
+        .unwrap();
+    assert_eq!(out.size, 5);
+    assert_eq!(d.diff_size(l.clone(), None).await.unwrap(), 5);
+    let changes = d.changes(l.clone(), None).await.unwrap();
+    assert_eq!(changes.len(), 1);
+    assert_eq!(changes[0].to_string(), "A /hello");
+    let shared = Arc::new(std::sync::Mutex::new(Vec::new()));
+    d.diff(l, None, Box::new(SharedBuf(shared.clone())))
+        .await
+        .unwrap();
+    assert!(
+        *shared.lock().unwrap() == input,
+        "exact bytes through the facade"
+    );
+}
+
+struct SharedBuf(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for SharedBuf {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
