@@ -1,6 +1,8 @@
 //! The benchmark groups.
 
 use crate::measure::{compare, report, sh, Contender, Outcome};
+#[path = "bench_fuse.rs"]
+mod bench_fuse;
 use std::path::{Path, PathBuf};
 
 struct Options {
@@ -59,6 +61,9 @@ pub fn run(args: &[String]) -> Result<(), String> {
     let want = |g: &str| o.only.as_deref().is_none_or(|w| w == g);
     if want("create") {
         outcomes.push(bench_create(o.runs)?);
+    }
+    if want("fuse") {
+        outcomes.extend(bench_fuse::bench_fuse(&bench_dir(), &aufsctl(), o.runs)?);
     }
     let table = report(&outcomes);
     println!("{table}");

@@ -1,7 +1,7 @@
 //! [`UnionBackend`] over detached FUSE union servers.
 
-use crate::mountinfo;
 use crate::server::{ServerArgs, READY};
+use aufs_linux::mountinfo::{mounts_at_or_below, MountInfo, MountInfoSource, ProcSelfMountInfo};
 use aufs_ports::{BackendKind, UnionBackend, UnionSpec};
 use camino::{Utf8Path, Utf8PathBuf};
 use rustix::mount::UnmountFlags;
@@ -100,6 +100,11 @@ fn umount(path: &Path) -> io::Result<()> {
     }
 }
 
+/// True for FUSE mounts (`fuse`, `fuse.NAME`).
+fn is_fuse(m: &MountInfo) -> bool {
+    m.fs_type == "fuse" || m.fs_type.starts_with("fuse.")
+}
+
 fn pid_alive(pid: i32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         // A zombie has exited; its parent just has not reaped it yet.
@@ -126,6 +131,12 @@ impl FuseBackend {
         self.state_dir.join(format!("{}.log", state_name(target)))
     }
 
+    /// The xino file of the union at `target` (inode numbers of copied-up
+    /// files, kept across remounts).
+    pub fn xino_path(&self, target: &Utf8Path) -> Utf8PathBuf {
+        self.state_dir.join(format!("{}.xino", state_name(target)))
+    }
+
     fn pid_path(&self, target: &Utf8Path) -> Utf8PathBuf {
         self.state_dir.join(format!("{}.pid", state_name(target)))
     }
@@ -139,10 +150,11 @@ impl FuseBackend {
             .ok()
     }
 
-    fn fuse_mounts(&self) -> io::Result<Vec<mountinfo::MountEntry>> {
-        Ok(mountinfo::read()?
+    fn fuse_mounts(&self) -> io::Result<Vec<MountInfo>> {
+        Ok(ProcSelfMountInfo
+            .mounts()?
             .into_iter()
-            .filter(mountinfo::MountEntry::is_fuse)
+            .filter(is_fuse)
             .collect())
     }
 
@@ -245,6 +257,7 @@ impl UnionBackend for FuseBackend {
             target: target.clone(),
             log: Some(self.log_path(target)),
             pid_file: Some(self.pid_path(target)),
+            xino: Some(self.xino_path(target)),
             label: spec.mount_label.clone(),
             foreground: false,
         };
@@ -315,15 +328,13 @@ impl UnionBackend for FuseBackend {
 
     fn unmount_all_under(&self, root: &Utf8Path) -> io::Result<()> {
         let root = std::fs::canonicalize(root).unwrap_or_else(|_| root.as_std_path().to_path_buf());
-        let mut under: Vec<PathBuf> = self
-            .fuse_mounts()?
+        // Deepest first, so nested mounts go before their parents.
+        let mut seen = std::collections::HashSet::new();
+        let under: Vec<PathBuf> = mounts_at_or_below(&self.fuse_mounts()?, &root)
             .into_iter()
             .map(|m| m.mount_point)
-            .filter(|p| p.starts_with(&root))
+            .filter(|p| seen.insert(p.clone()))
             .collect();
-        // Deepest first, so nested mounts go before their parents.
-        under.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
-        under.dedup();
         for mp in under {
             let res = if is_stale(&mp) {
                 rustix::mount::unmount(&mp, UnmountFlags::DETACH).map_err(io::Error::from)

@@ -1,13 +1,16 @@
 //! The FUSE filesystem: kernel requests mapped onto a [`UnionView`].
 
+use crate::io_mode::{HandleMode, IoModes, Join, RealId};
 use crate::nodes::NodeTable;
 use aufs_model::whiteout::is_reserved;
-use aufs_union::{DirEntry, Entry, EntryKind, NewNode, Owner, UnionError, UnionView};
+use aufs_union::{
+    DirEntry, Entry, EntryKind, NewNode, Owner, UnionError, UnionView, MAX_NAME_LEN, ROOT_INO,
+};
 use fuser::{
-    AccessFlags, BsdFileFlags, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags,
-    Generation, INodeNo, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate,
-    ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyLseek, ReplyOpen, ReplyStatfs,
-    ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
+    AccessFlags, BackingId, BsdFileFlags, Errno, FileAttr, FileHandle, FileType, Filesystem,
+    FopenFlags, Generation, INodeNo, InitFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags,
+    ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry,
+    ReplyLseek, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 use std::collections::HashMap;
 use std::ffi::OsStr;
@@ -20,9 +23,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-/// How long the kernel may cache entries and attributes. Every change goes
-/// through this filesystem, so the kernel learns about it from our replies.
+/// How long the kernel may cache entries and attributes of the rw branch.
+/// Every change goes through this filesystem, so the kernel learns about it
+/// from our replies; the short timeout only bounds surprises.
 const TTL: Duration = Duration::from_secs(1);
+
+/// How long the kernel may cache entries and attributes served from a
+/// read-only branch: those never change (a change copies up first, through
+/// a request that updates the kernel's view).
+const RO_TTL: Duration = Duration::from_secs(3600);
 
 /// The changes of one `setattr` request.
 struct SetAttr {
@@ -36,7 +45,11 @@ struct SetAttr {
 }
 
 struct OpenFile {
+    /// The union inode.
+    ino: u64,
     file: File,
+    /// Keeps the passthrough backing file registered while this is open.
+    _backing: Option<Arc<BackingId>>,
 }
 
 /// A [`fuser::Filesystem`] showing a [`UnionView`].
@@ -46,6 +59,9 @@ pub struct UnionFs {
     files: Mutex<HashMap<u64, Arc<OpenFile>>>,
     dirs: Mutex<HashMap<u64, Arc<Vec<DirEntry>>>>,
     next_fh: AtomicU64,
+    io: Mutex<IoModes>,
+    /// The kernel accepted passthrough at `init`.
+    passthrough: bool,
 }
 
 impl std::fmt::Debug for UnionFs {
@@ -115,18 +131,38 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// Flags for opening the real file: creation is ours, offsets are the
 /// kernel's (so no `O_APPEND`), and no following of symlinks.
 fn real_open_flags(flags: i32) -> i32 {
-    (flags & !(libc::O_CREAT | libc::O_EXCL | libc::O_NOCTTY | libc::O_APPEND | libc::O_DIRECT))
+    (flags
+        & !(libc::O_CREAT
+            | libc::O_EXCL
+            | libc::O_NOCTTY
+            | libc::O_APPEND
+            | libc::O_DIRECT
+            | libc::O_TRUNC))
         | libc::O_NOFOLLOW
         | libc::O_CLOEXEC
 }
 
+/// Opens the real file with the caller's access mode as is (including the
+/// Linux-only mode 3, which checks read and write permission but allows
+/// neither).
 fn open_real(path: &Path, flags: i32) -> io::Result<File> {
-    let acc = flags & libc::O_ACCMODE;
-    std::fs::OpenOptions::new()
-        .read(acc == libc::O_RDONLY || acc == libc::O_RDWR)
-        .write(acc == libc::O_WRONLY || acc == libc::O_RDWR)
-        .custom_flags(real_open_flags(flags) & !libc::O_ACCMODE)
-        .open(path)
+    let fd = rustix::fs::open(
+        path,
+        rustix::fs::OFlags::from_bits_retain(real_open_flags(flags) as u32),
+        rustix::fs::Mode::empty(),
+    )?;
+    Ok(File::from(fd))
+}
+
+fn real_id(md: &Metadata) -> RealId {
+    (md.dev(), md.ino())
+}
+
+/// How an open was answered.
+struct Opened {
+    fh: FileHandle,
+    flags: FopenFlags,
+    backing: Option<Arc<BackingId>>,
 }
 
 impl UnionFs {
@@ -138,7 +174,25 @@ impl UnionFs {
             files: Mutex::new(HashMap::new()),
             dirs: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
+            io: Mutex::new(IoModes::default()),
+            passthrough: false,
         }
+    }
+
+    /// The cache timeout of an entry: long when it comes from a read-only
+    /// branch.
+    fn ttl(&self, e: &Entry) -> Duration {
+        if e.ino == ROOT_INO || self.view.branches()[e.branch_index].writable {
+            TTL
+        } else {
+            RO_TTL
+        }
+    }
+
+    /// An open file of inode `ino`, if any (for a node whose names are all
+    /// gone but which is still open).
+    fn any_open_file(&self, ino: u64) -> Option<Arc<OpenFile>> {
+        lock(&self.files).values().find(|f| f.ino == ino).cloned()
     }
 
     fn path(&self, ino: INodeNo) -> Result<PathBuf, Errno> {
@@ -157,21 +211,101 @@ impl UnionFs {
         }
     }
 
-    /// Attributes of node `ino`, reported under that number.
-    fn node_attr(&self, ino: INodeNo) -> Result<FileAttr, Errno> {
-        let path = self.path(ino)?;
-        let e = self.lookup_path(&path)?;
-        Ok(attr(ino.0, &e.metadata))
+    /// Attributes of node `ino`, reported under that number, with their
+    /// cache timeout. A node with no name left but still open is answered
+    /// from its open file.
+    fn node_attr(&self, ino: INodeNo) -> Result<(FileAttr, Duration), Errno> {
+        match self.path(ino).and_then(|p| self.lookup_path(&p)) {
+            Ok(e) => Ok((attr(ino.0, &e.metadata), self.ttl(&e))),
+            Err(err) => match self.any_open_file(ino.0) {
+                Some(f) => {
+                    let md = f.file.metadata().map_err(io_errno)?;
+                    Ok((attr(ino.0, &md), TTL))
+                }
+                None => Err(err),
+            },
+        }
     }
 
     fn file(&self, fh: FileHandle) -> Result<Arc<OpenFile>, Errno> {
         lock(&self.files).get(&fh.0).cloned().ok_or(Errno::EBADF)
     }
 
-    fn add_file(&self, file: File) -> FileHandle {
+    fn add_file(&self, ino: u64, file: File, backing: Option<Arc<BackingId>>) -> FileHandle {
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
-        lock(&self.files).insert(fh, Arc::new(OpenFile { file }));
+        let open = OpenFile {
+            ino,
+            file,
+            _backing: backing,
+        };
+        lock(&self.files).insert(fh, Arc::new(open));
         FileHandle(fh)
+    }
+
+    /// Registers the open of real file `e` (already opened as `file` with
+    /// `flags`) for union inode `ino`, choosing its I/O mode (see
+    /// [`crate::io_mode`]). `open_backing` registers a backing file with
+    /// the kernel.
+    fn register_open(
+        &self,
+        ino: u64,
+        e: &Entry,
+        file: File,
+        open_backing: impl FnOnce(&File) -> io::Result<BackingId>,
+    ) -> Opened {
+        let writable_branch = self.view.branches()[e.branch_index].writable;
+        let real = real_id(&e.metadata);
+        let cached_flags = if writable_branch {
+            FopenFlags::empty()
+        } else {
+            // Data of a read-only branch never changes: keep the page cache.
+            FopenFlags::FOPEN_KEEP_CACHE
+        };
+        let mut io = lock(&self.io);
+        let (mode, flags) = match io.join(ino, real) {
+            Join::Passthrough(b) => (HandleMode::Passthrough(b), FopenFlags::empty()),
+            Join::Cached => (HandleMode::Cached, cached_flags),
+            Join::First => {
+                let backing = (self.passthrough && writable_branch)
+                    .then(|| self.backing_for(e, open_backing))
+                    .flatten();
+                let mode = io.start(ino, real, backing);
+                let flags = match mode {
+                    HandleMode::Cached => cached_flags,
+                    _ => FopenFlags::empty(),
+                };
+                (mode, flags)
+            }
+        };
+        drop(io);
+        let backing = match &mode {
+            HandleMode::Passthrough(b) => Some(b.clone()),
+            _ => None,
+        };
+        Opened {
+            fh: self.add_file(ino, file, backing.clone()),
+            flags,
+            backing,
+        }
+    }
+
+    /// A backing file for passthrough of rw branch file `e`, open for
+    /// reading and writing so every later open can share it. `None` when
+    /// passthrough is not possible (a running executable cannot be opened
+    /// for writing, a filesystem may refuse stacking).
+    fn backing_for(
+        &self,
+        e: &Entry,
+        open_backing: impl FnOnce(&File) -> io::Result<BackingId>,
+    ) -> Option<Arc<BackingId>> {
+        let rw = open_real(&e.real_path, libc::O_RDWR).ok()?;
+        match open_backing(&rw) {
+            Ok(id) => Some(Arc::new(id)),
+            Err(err) => {
+                tracing::debug!(storage_driver = "aufs", path = ?e.real_path, error = %err, "no passthrough");
+                None
+            }
+        }
     }
 
     fn new_entry(
@@ -199,7 +333,7 @@ impl UnionFs {
 
     fn reply_entry(&self, reply: ReplyEntry, r: Result<Entry, Errno>) {
         match r {
-            Ok(e) => reply.entry(&TTL, &entry_attr(&e), Generation(0)),
+            Ok(e) => reply.entry(&self.ttl(&e), &entry_attr(&e), Generation(0)),
             Err(e) => reply.error(e),
         }
     }
@@ -214,7 +348,17 @@ impl UnionFs {
             mtime,
             fh,
         } = set;
-        let path = self.path(ino)?;
+        let path = match self.path(ino) {
+            Ok(p) => p,
+            Err(err) => {
+                // All names gone, still open: change the open file.
+                let f = fh
+                    .and_then(|fh| self.file(fh).ok())
+                    .or_else(|| self.any_open_file(ino.0))
+                    .ok_or(err)?;
+                return setattr_fd(ino, &f.file, mode, uid, gid, size, atime, mtime);
+            }
+        };
         let e = self
             .view
             .copy_up(&path, size != Some(0))
@@ -241,37 +385,7 @@ impl UnionFs {
             }
         }
         if atime.is_some() || mtime.is_some() {
-            let ts = |t: Option<TimeOrNow>| match t {
-                None => rustix::fs::Timespec {
-                    tv_sec: 0,
-                    tv_nsec: rustix::fs::UTIME_OMIT,
-                },
-                Some(TimeOrNow::Now) => rustix::fs::Timespec {
-                    tv_sec: 0,
-                    tv_nsec: rustix::fs::UTIME_NOW,
-                },
-                Some(TimeOrNow::SpecificTime(t)) => {
-                    let (s, ns) = match t.duration_since(UNIX_EPOCH) {
-                        Ok(d) => (d.as_secs() as i64, d.subsec_nanos()),
-                        Err(e) => {
-                            let d = e.duration();
-                            if d.subsec_nanos() == 0 {
-                                (-(d.as_secs() as i64), 0)
-                            } else {
-                                (-(d.as_secs() as i64) - 1, 1_000_000_000 - d.subsec_nanos())
-                            }
-                        }
-                    };
-                    rustix::fs::Timespec {
-                        tv_sec: s,
-                        tv_nsec: ns.into(),
-                    }
-                }
-            };
-            let times = rustix::fs::Timestamps {
-                last_access: ts(atime),
-                last_modification: ts(mtime),
-            };
+            let times = timestamps(atime, mtime);
             rustix::fs::utimensat(
                 rustix::fs::CWD,
                 real,
@@ -284,7 +398,12 @@ impl UnionFs {
         Ok(attr(ino.0, &md))
     }
 
-    fn open_inner(&self, ino: INodeNo, flags: i32) -> Result<(FileHandle, FopenFlags), Errno> {
+    fn open_inner(
+        &self,
+        ino: INodeNo,
+        flags: i32,
+        open_backing: impl FnOnce(&File) -> io::Result<BackingId>,
+    ) -> Result<Opened, Errno> {
         let path = self.path(ino)?;
         let acc = flags & libc::O_ACCMODE;
         let writes = acc != libc::O_RDONLY || flags & libc::O_TRUNC != 0;
@@ -296,13 +415,10 @@ impl UnionFs {
             self.lookup_path(&path)?
         };
         let file = open_real(&e.real_path, flags).map_err(io_errno)?;
-        // Data of a read-only branch never changes: keep the page cache.
-        let fopen = if !self.view.branches()[e.branch_index].writable {
-            FopenFlags::FOPEN_KEEP_CACHE
-        } else {
-            FopenFlags::empty()
-        };
-        Ok((self.add_file(file), fopen))
+        if flags & libc::O_TRUNC != 0 && acc != libc::O_RDONLY {
+            file.set_len(0).map_err(io_errno)?;
+        }
+        Ok(self.register_open(ino.0, &e, file, open_backing))
     }
 
     fn xattr_reply(reply: ReplyXattr, size: u32, data: Result<Vec<u8>, Errno>) {
@@ -327,6 +443,76 @@ impl UnionFs {
 
 fn rustix_errno(e: rustix::io::Errno) -> Errno {
     Errno::from_i32(e.raw_os_error())
+}
+
+/// The `utimensat` times of a setattr (`UTIME_OMIT` for the unset one).
+fn timestamps(atime: Option<TimeOrNow>, mtime: Option<TimeOrNow>) -> rustix::fs::Timestamps {
+    let ts = |t: Option<TimeOrNow>| match t {
+        None => rustix::fs::Timespec {
+            tv_sec: 0,
+            tv_nsec: rustix::fs::UTIME_OMIT,
+        },
+        Some(TimeOrNow::Now) => rustix::fs::Timespec {
+            tv_sec: 0,
+            tv_nsec: rustix::fs::UTIME_NOW,
+        },
+        Some(TimeOrNow::SpecificTime(t)) => {
+            let (s, ns) = match t.duration_since(UNIX_EPOCH) {
+                Ok(d) => (d.as_secs() as i64, d.subsec_nanos()),
+                Err(e) => {
+                    let d = e.duration();
+                    if d.subsec_nanos() == 0 {
+                        (-(d.as_secs() as i64), 0)
+                    } else {
+                        (-(d.as_secs() as i64) - 1, 1_000_000_000 - d.subsec_nanos())
+                    }
+                }
+            };
+            rustix::fs::Timespec {
+                tv_sec: s,
+                tv_nsec: ns.into(),
+            }
+        }
+    };
+    rustix::fs::Timestamps {
+        last_access: ts(atime),
+        last_modification: ts(mtime),
+    }
+}
+
+/// A setattr on an open file whose names are all gone (it lives in the rw
+/// branch: only written files are copied up, and they are open for writing).
+#[allow(clippy::too_many_arguments)]
+fn setattr_fd(
+    ino: INodeNo,
+    file: &File,
+    mode: Option<u32>,
+    uid: Option<u32>,
+    gid: Option<u32>,
+    size: Option<u64>,
+    atime: Option<TimeOrNow>,
+    mtime: Option<TimeOrNow>,
+) -> Result<FileAttr, Errno> {
+    if let Some(size) = size {
+        file.set_len(size).map_err(io_errno)?;
+    }
+    if uid.is_some() || gid.is_some() {
+        rustix::fs::fchown(
+            file,
+            uid.map(rustix::fs::Uid::from_raw),
+            gid.map(rustix::fs::Gid::from_raw),
+        )
+        .map_err(rustix_errno)?;
+    }
+    if let Some(mode) = mode {
+        rustix::fs::fchmod(file, rustix::fs::Mode::from_raw_mode(mode & 0o7777))
+            .map_err(rustix_errno)?;
+    }
+    if atime.is_some() || mtime.is_some() {
+        rustix::fs::futimens(file, &timestamps(atime, mtime)).map_err(rustix_errno)?;
+    }
+    let md = file.metadata().map_err(io_errno)?;
+    Ok(attr(ino.0, &md))
 }
 
 fn get_xattr(path: &Path, name: &OsStr) -> Result<Vec<u8>, Errno> {
@@ -361,13 +547,40 @@ fn list_xattr(path: &Path) -> Result<Vec<u8>, Errno> {
 
 impl Filesystem for UnionFs {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> io::Result<()> {
-        let _ = config.add_capabilities(fuser::InitFlags::FUSE_PARALLEL_DIROPS);
+        // File locks (flock, POSIX) stay with the kernel, which keeps them
+        // locally: no lock capability is asked for.
+        for cap in [
+            InitFlags::FUSE_PARALLEL_DIROPS,
+            InitFlags::FUSE_DO_READDIRPLUS,
+            InitFlags::FUSE_POSIX_ACL,
+        ] {
+            if config.add_capabilities(cap).is_err() {
+                tracing::info!(
+                    storage_driver = "aufs",
+                    ?cap,
+                    "kernel lacks FUSE capability"
+                );
+            }
+        }
+        // Passthrough needs room for one stacking level (the branches' own
+        // filesystem).
+        self.passthrough = config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok()
+            && config.set_max_stack_depth(1).is_ok();
+        tracing::info!(
+            storage_driver = "aufs",
+            passthrough = self.passthrough,
+            "FUSE session started"
+        );
         Ok(())
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        let r = self.child(parent, name).and_then(|p| {
-            let e = self.lookup_path(&p)?;
+        let r = self.path(parent).and_then(|dir| {
+            let e = match self.view.lookup_child(&dir, name) {
+                Ok(Some(e)) => e,
+                Ok(None) => return Err(Errno::ENOENT),
+                Err(e) => return Err(errno(&e)),
+            };
             lock(&self.nodes).remember(parent.0, name, e.ino);
             Ok(e)
         });
@@ -383,12 +596,12 @@ impl Filesystem for UnionFs {
             Some(Ok(f)) => f
                 .file
                 .metadata()
-                .map(|md| attr(ino.0, &md))
+                .map(|md| (attr(ino.0, &md), TTL))
                 .map_err(io_errno),
             _ => self.node_attr(ino),
         };
         match r {
-            Ok(a) => reply.attr(&TTL, &a),
+            Ok((a, ttl)) => reply.attr(&ttl, &a),
             Err(e) => reply.error(e),
         }
     }
@@ -568,8 +781,13 @@ impl Filesystem for UnionFs {
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        match self.open_inner(ino, flags.0) {
-            Ok((fh, fopen)) => reply.opened(fh, fopen),
+        match self.open_inner(ino, flags.0, |f| reply.open_backing(f)) {
+            Ok(Opened {
+                fh,
+                flags,
+                backing: Some(b),
+            }) => reply.opened_passthrough(fh, flags, &b),
+            Ok(o) => reply.opened(o.fh, o.flags),
             Err(e) => reply.error(e),
         }
     }
@@ -650,7 +868,9 @@ impl Filesystem for UnionFs {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        lock(&self.files).remove(&fh.0);
+        if let Some(f) = lock(&self.files).remove(&fh.0) {
+            lock(&self.io).release(f.ino);
+        }
         reply.ok();
     }
 
@@ -733,15 +953,98 @@ impl Filesystem for UnionFs {
         reply.ok();
     }
 
+    fn readdirplus(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectoryPlus,
+    ) {
+        let Some(list) = lock(&self.dirs).get(&fh.0).cloned() else {
+            reply.error(Errno::EBADF);
+            return;
+        };
+        let dir = match self.path(ino) {
+            Ok(d) => d,
+            Err(e) => {
+                reply.error(e);
+                return;
+            }
+        };
+        let parent = lock(&self.nodes).parent(ino.0);
+        // The kernel takes no reference on "." and "..", and ignores their
+        // attributes.
+        let dot = match self.node_attr(ino) {
+            Ok((a, _)) => a,
+            Err(e) => {
+                reply.error(e);
+                return;
+            }
+        };
+        let mut i = offset;
+        loop {
+            let full = match i {
+                0 => reply.add(ino, 1, ".", &TTL, &dot, Generation(0)),
+                1 => reply.add(INodeNo(parent), 2, "..", &TTL, &dot, Generation(0)),
+                n => {
+                    let Some(de) = list.get((n - 2) as usize) else {
+                        break;
+                    };
+                    match self.view.lookup_child(&dir, &de.name) {
+                        Ok(Some(e)) => {
+                            let full = reply.add(
+                                INodeNo(e.ino),
+                                n + 1,
+                                &de.name,
+                                &self.ttl(&e),
+                                &entry_attr(&e),
+                                Generation(0),
+                            );
+                            if !full {
+                                // Each entry sent is a lookup for the kernel.
+                                lock(&self.nodes).remember(ino.0, &de.name, e.ino);
+                            }
+                            full
+                        }
+                        // Gone since opendir.
+                        Ok(None) => false,
+                        Err(e) => {
+                            tracing::debug!(storage_driver = "aufs", error = %e, "readdirplus entry skipped");
+                            false
+                        }
+                    }
+                }
+            };
+            if full {
+                break;
+            }
+            i += 1;
+        }
+        reply.ok();
+    }
+
     fn fsyncdir(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         _fh: FileHandle,
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        reply.ok();
+        // Only the rw branch ever changes.
+        let r = self.real_of(ino).and_then(|e| {
+            if !self.view.branches()[e.branch_index].writable {
+                return Ok(());
+            }
+            File::open(&e.real_path)
+                .and_then(|d| d.sync_all())
+                .map_err(io_errno)
+        });
+        match r {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
@@ -754,7 +1057,8 @@ impl Filesystem for UnionFs {
                 s.f_files,
                 s.f_ffree,
                 s.f_bsize as u32,
-                s.f_namemax as u32,
+                // Room for the `.wh.` prefix of a whiteout, as aufs.
+                (s.f_namemax.saturating_sub(4) as usize).min(MAX_NAME_LEN) as u32,
                 s.f_frsize as u32,
             ),
             Err(e) => reply.error(rustix_errno(e)),
@@ -813,7 +1117,7 @@ impl Filesystem for UnionFs {
 
     fn access(&self, _req: &Request, ino: INodeNo, _mask: AccessFlags, reply: ReplyEmpty) {
         // Permission checks are the kernel's (`default_permissions`).
-        match self.node_attr(ino) {
+        match self.node_attr(ino).map(|(a, _)| a) {
             Ok(_) => reply.ok(),
             Err(e) => reply.error(e),
         }
@@ -832,17 +1136,22 @@ impl Filesystem for UnionFs {
         let r = self
             .new_entry(req, parent, name, NewNode::File { mode })
             .and_then(|e| {
-                let file = open_real(&e.real_path, flags & !libc::O_TRUNC).map_err(io_errno)?;
-                Ok((e, self.add_file(file)))
+                let file = open_real(&e.real_path, flags).map_err(io_errno)?;
+                let opened = self.register_open(e.ino, &e, file, |f| reply.open_backing(f));
+                Ok((e, opened))
             });
         match r {
-            Ok((e, fh)) => reply.created(
-                &TTL,
-                &entry_attr(&e),
-                Generation(0),
-                fh,
-                FopenFlags::empty(),
-            ),
+            Ok((e, o)) => match &o.backing {
+                Some(b) => reply.created_passthrough(
+                    &TTL,
+                    &entry_attr(&e),
+                    Generation(0),
+                    o.fh,
+                    o.flags,
+                    b,
+                ),
+                None => reply.created(&TTL, &entry_attr(&e), Generation(0), o.fh, o.flags),
+            },
             Err(e) => reply.error(e),
         }
     }

@@ -10,7 +10,7 @@
 mod backend;
 mod error;
 mod fs;
-mod mountinfo;
+mod io_mode;
 mod nodes;
 pub mod server;
 

@@ -36,6 +36,9 @@ pub struct ServerArgs {
     pub log: Option<Utf8PathBuf>,
     /// File that receives the server's pid while it runs.
     pub pid_file: Option<Utf8PathBuf>,
+    /// aufs's xino file: keeps the inode numbers of copied-up files across
+    /// remounts.
+    pub xino: Option<Utf8PathBuf>,
     /// SELinux label, passed as `context=`; empty for none.
     pub label: String,
     /// Serve in this process (else detach first).
@@ -62,6 +65,9 @@ impl ServerArgs {
         }
         if let Some(p) = &self.pid_file {
             push("--pid-file", p.as_str());
+        }
+        if let Some(x) = &self.xino {
+            push("--xino", x.as_str());
         }
         if !self.label.is_empty() {
             push("--label", &self.label);
@@ -96,6 +102,7 @@ impl ServerArgs {
                 "--target" => target = Some(value.into()),
                 "--log" => out.log = Some(value.into()),
                 "--pid-file" => out.pid_file = Some(value.into()),
+                "--xino" => out.xino = Some(value.into()),
                 "--label" => out.label = value,
                 other => return Err(FuseError::Args(format!("unknown option {other}"))),
             }
@@ -227,10 +234,14 @@ fn serve(args: &ServerArgs) -> Result<(), FuseError> {
         })?;
     }
     let ro: Vec<&Utf8Path> = args.ro.iter().map(|p| p.as_path()).collect();
-    let view = UnionView::open(args.rw.as_deref(), &ro).map_err(|source| FuseError::Union {
+    let union_err = |source| FuseError::Union {
         target: args.target.clone(),
         source,
-    })?;
+    };
+    let mut view = UnionView::open(args.rw.as_deref(), &ro).map_err(union_err)?;
+    if let Some(x) = &args.xino {
+        view = view.with_xino_file(x.as_std_path()).map_err(union_err)?;
+    }
     let session = Session::new(
         UnionFs::new(view),
         args.target.as_std_path(),
@@ -278,6 +289,7 @@ mod tests {
             target: "/m".into(),
             log: Some("/s/log".into()),
             pid_file: Some("/s/pid".into()),
+            xino: Some("/s/xino".into()),
             label: "system_u:object_r:x:s0".into(),
             foreground: true,
         };

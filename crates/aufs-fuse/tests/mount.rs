@@ -1,72 +1,13 @@
 //! Real FUSE mounts through `FuseBackend` and the `aufs-union-server`
 //! binary. They need root and /dev/fuse, and skip (saying why) without them.
 
-use aufs_fuse::{FuseBackend, Launcher};
-use aufs_ports::{BackendKind, UnionBackend, UnionSpec};
-use camino::{Utf8Path, Utf8PathBuf};
+mod common;
+
+use aufs_ports::{BackendKind, UnionBackend};
+use common::{can_mount, names, write, Fixture};
 use std::collections::BTreeMap;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
-
-fn can_mount() -> bool {
-    if !rustix::process::geteuid().is_root() {
-        eprintln!("skipping: FUSE mount tests need root");
-        return false;
-    }
-    if !Path::new("/dev/fuse").exists() {
-        eprintln!("skipping: /dev/fuse is missing");
-        return false;
-    }
-    true
-}
-
-struct Fixture {
-    _tmp: tempfile::TempDir,
-    root: Utf8PathBuf,
-    backend: FuseBackend,
-}
-
-impl Fixture {
-    fn new() -> Self {
-        let tmp = tempfile::tempdir().unwrap();
-        let root = Utf8Path::from_path(tmp.path()).unwrap().to_owned();
-        let backend = FuseBackend::new(
-            Launcher::new(env!("CARGO_BIN_EXE_aufs-union-server"), Vec::new()),
-            root.join("state"),
-        );
-        Fixture {
-            _tmp: tmp,
-            root,
-            backend,
-        }
-    }
-
-    fn dir(&self, name: &str) -> Utf8PathBuf {
-        let d = self.root.join(name);
-        std::fs::create_dir_all(&d).unwrap();
-        d
-    }
-
-    fn spec(&self, layers: usize) -> UnionSpec {
-        UnionSpec {
-            rw: self.dir("rw"),
-            ro: (0..layers).map(|i| self.dir(&format!("l{i}"))).collect(),
-            target: self.dir("mnt"),
-            mount_label: String::new(),
-        }
-    }
-
-    fn mount(&self, spec: &UnionSpec) {
-        self.backend.mount(spec).unwrap();
-        assert!(self.backend.is_mounted(&spec.target).unwrap());
-    }
-}
-
-impl Drop for Fixture {
-    fn drop(&mut self) {
-        let _ = self.backend.unmount_all_under(&self.root);
-    }
-}
 
 /// Every entry below `dir`: path -> (mode, size, content for files).
 fn snapshot(dir: &Path) -> BTreeMap<String, (u32, u64, Vec<u8>)> {
@@ -89,20 +30,6 @@ fn snapshot(dir: &Path) -> BTreeMap<String, (u32, u64, Vec<u8>)> {
     }
     rec(dir, dir, &mut out);
     out
-}
-
-fn names(dir: &Utf8Path) -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .collect();
-    v.sort();
-    v
-}
-
-fn write(path: &Utf8Path, data: &str) {
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    std::fs::write(path, data).unwrap();
 }
 
 #[test]

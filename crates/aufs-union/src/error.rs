@@ -82,6 +82,13 @@ pub enum UnionError {
         /// The union path.
         path: PathBuf,
     },
+    /// A name is longer than [`crate::MAX_NAME_LEN`] (its whiteout would
+    /// not fit in a branch).
+    #[error("{path:?}: name too long for the union")]
+    NameTooLong {
+        /// The union path.
+        path: PathBuf,
+    },
     /// The operation is not supported by the union.
     #[error("{path:?}: {what} is not supported")]
     Unsupported {
@@ -115,6 +122,7 @@ impl UnionError {
             UnionError::NotEmpty { .. } => libc::ENOTEMPTY,
             UnionError::Exists { .. } => libc::EEXIST,
             UnionError::CrossBranchRename { .. } => libc::EXDEV,
+            UnionError::NameTooLong { .. } => libc::ENAMETOOLONG,
             UnionError::Unsupported { .. } => libc::EINVAL,
         }
     }

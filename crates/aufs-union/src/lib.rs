@@ -22,7 +22,7 @@ mod xino;
 pub use branch::Branch;
 pub use entry::{DirEntry, Entry, EntryKind};
 pub use error::{Result, UnionError};
-pub use view::UnionView;
+pub use view::{UnionView, MAX_NAME_LEN};
 pub use walk::{Walk, WalkEntry};
 pub use write::{NewNode, Owner};
 pub use xino::ROOT_INO;

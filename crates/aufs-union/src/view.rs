@@ -5,7 +5,7 @@ use crate::entry::{DirEntry, Entry, EntryKind};
 use crate::error::{Result, UnionError};
 use crate::path::components;
 use crate::ro_index::{RoDir, RoIndex};
-use crate::xino::{Xino, ROOT_INO};
+use crate::xino::{birth_of, Xino, ROOT_INO};
 use aufs_model::whiteout::{
     classify_bytes, whiteout_target_bytes, NameKind, WHITEOUT_OPAQUE_DIR, WHITEOUT_PREFIX,
 };
@@ -16,7 +16,15 @@ use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirEntryExt, MetadataExt};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+/// The longest name the union accepts or shows: room is kept for the
+/// `.wh.` prefix of its whiteout, as aufs does (`NAME_MAX - 4`).
+pub const MAX_NAME_LEN: usize = 251;
+
+/// Resolved directories kept at most; the cache starts over past this.
+const DIR_CACHE_MAX: usize = 65_536;
 
 /// An aufs union of real branch directories: one optional read-write branch
 /// over read-only branches, nearest first.
@@ -40,6 +48,11 @@ pub struct UnionView {
     pub(crate) xino: Xino,
     ro_index: RoIndex,
     pub(crate) write_lock: Mutex<()>,
+    /// Resolved union directories by path, valid for one generation.
+    dir_cache: RwLock<std::collections::HashMap<PathBuf, (u64, Arc<DirState>)>>,
+    /// Bumped after every change that can alter a resolved directory (a
+    /// directory copied up, created, removed, renamed or made opaque).
+    generation: AtomicU64,
 }
 
 /// A directory of the union, resolved: where its rw part is, and its
@@ -98,7 +111,18 @@ impl UnionView {
             xino: Xino::new(base_dev),
             ro_index: RoIndex::new(),
             write_lock: Mutex::new(()),
+            dir_cache: RwLock::new(std::collections::HashMap::new()),
+            generation: AtomicU64::new(0),
         })
+    }
+
+    /// Keeps the inode numbers of copied-up files in `path` (aufs's xino
+    /// file), so they survive remounts: records already there are loaded.
+    pub fn with_xino_file(self, path: &Path) -> Result<Self> {
+        self.xino
+            .attach_file(path)
+            .map_err(|e| UnionError::io("xino", path, e))?;
+        Ok(self)
     }
 
     /// The branches, topmost first ([`Entry::branch_index`] indexes this).
@@ -148,6 +172,11 @@ impl UnionView {
 
     /// Looks `name` up in directory `dir`.
     pub(crate) fn lookup_in(&self, dir: &DirState, name: &OsStr) -> Result<Option<Found>> {
+        if name.len() > MAX_NAME_LEN {
+            return Err(UnionError::NameTooLong {
+                path: dir.path.join(name),
+            });
+        }
         if classify_bytes(name.as_bytes()) != NameKind::Plain {
             return Ok(None);
         }
@@ -171,9 +200,12 @@ impl UnionView {
                     };
                     let ino = match &ro_chain {
                         Some((_, ino)) => *ino,
-                        None => self
-                            .xino
-                            .rw_ino(self.branches[rw_index].dev, metadata.ino()),
+                        None => {
+                            self.xino
+                                .rw_ino(self.branches[rw_index].dev, metadata.ino(), || {
+                                    birth_of(&metadata)
+                                })
+                        }
                     };
                     return Ok(Some(Found {
                         entry: Entry {
@@ -228,6 +260,24 @@ impl UnionView {
     /// Resolves union directory `path`; `Ok(None)` when it does not exist or
     /// is not a directory.
     pub(crate) fn resolve_dir(&self, path: &Path) -> Result<Option<DirState>> {
+        Ok(self.resolve_dir_shared(path)?.map(|s| (*s).clone()))
+    }
+
+    /// [`Self::resolve_dir`] through the cache of resolved directories:
+    /// a path resolved once costs one hash probe until the next change of
+    /// directory structure, however deep it is.
+    pub(crate) fn resolve_dir_shared(&self, path: &Path) -> Result<Option<Arc<DirState>>> {
+        let generation = self.generation.load(Ordering::Acquire);
+        if let Some((g, state)) = self
+            .dir_cache
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(path)
+        {
+            if *g == generation {
+                return Ok(Some(state.clone()));
+            }
+        }
         let mut state = self.root_state()?;
         for name in components(path)? {
             let Some(found) = self.lookup_in(&state, name)? else {
@@ -238,13 +288,35 @@ impl UnionView {
             }
             state = self.descend(state.path.join(name), &found)?;
         }
+        let state = Arc::new(state);
+        let mut cache = self.dir_cache.write().unwrap_or_else(|e| e.into_inner());
+        if cache.len() >= DIR_CACHE_MAX {
+            cache.clear();
+        }
+        cache.insert(path.to_path_buf(), (generation, state.clone()));
         Ok(Some(state))
+    }
+
+    /// Marks every resolved directory stale; called after a change of
+    /// directory structure.
+    pub(crate) fn dirs_changed(&self) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
     }
 
     /// Looks up a union path (`""` or `"/"` is the root). `Ok(None)` when
     /// nothing is visible there.
     pub fn lookup(&self, path: &Path) -> Result<Option<Entry>> {
         Ok(self.lookup_found(path)?.map(|f| f.entry))
+    }
+
+    /// Looks `name` up in union directory `dir`: the same as
+    /// [`UnionView::lookup`] of `dir/name`, with `dir` resolved through the
+    /// cache of resolved directories (what a filesystem's lookup needs).
+    pub fn lookup_child(&self, dir: &Path, name: &OsStr) -> Result<Option<Entry>> {
+        let Some(state) = self.resolve_dir_shared(dir)? else {
+            return Ok(None);
+        };
+        Ok(self.lookup_in(&state, name)?.map(|f| f.entry))
     }
 
     pub(crate) fn lookup_found(&self, path: &Path) -> Result<Option<Found>> {
@@ -258,7 +330,7 @@ impl UnionView {
             }));
         };
         let parent: PathBuf = parents.iter().collect();
-        let Some(state) = self.resolve_dir(&parent)? else {
+        let Some(state) = self.resolve_dir_shared(&parent)? else {
             return Ok(None);
         };
         self.lookup_in(&state, last)
@@ -267,7 +339,7 @@ impl UnionView {
     /// The merged listing of union directory `path`, sorted by name, without
     /// `.` and `..`.
     pub fn read_dir(&self, path: &Path) -> Result<Vec<DirEntry>> {
-        match self.resolve_dir(path)? {
+        match self.resolve_dir_shared(path)? {
             Some(state) => self.read_dir_state(&state),
             None => match self.lookup(path)? {
                 Some(_) => Err(UnionError::NotADirectory {
@@ -305,7 +377,10 @@ impl UnionView {
                                 name,
                                 kind,
                                 branch_index: rw_index,
-                                ino: self.xino.rw_ino(dev, de.ino()),
+                                ino: self.xino.rw_ino(dev, de.ino(), || {
+                                    std::fs::symlink_metadata(de.path())
+                                        .map_or((0, 0), |m| birth_of(&m))
+                                }),
                             },
                         );
                     }

@@ -53,6 +53,16 @@ pub enum NewNode<'a> {
     },
 }
 
+/// Marks resolved directories stale when dropped, so every exit of an
+/// operation that changed directory structure (errors too) invalidates them.
+struct DirsChanged<'a>(&'a UnionView);
+
+impl Drop for DirsChanged<'_> {
+    fn drop(&mut self) {
+        self.0.dirs_changed();
+    }
+}
+
 fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> UnionError + 'a {
     move |e| UnionError::io(op, path, e)
 }
@@ -84,6 +94,13 @@ impl UnionView {
     /// Makes union directory `path` exist in the rw branch (copying up each
     /// missing directory with its attributes) and returns its real path.
     fn ensure_rw_dir(&self, path: &Path) -> Result<PathBuf> {
+        // Already in the rw branch: the resolved directory says where.
+        if let Some(rw) = self
+            .resolve_dir_shared(path)?
+            .and_then(|state| state.rw.clone())
+        {
+            return Ok(rw);
+        }
         let rw_root = self.branches[self.rw_index()]
             .root
             .as_std_path()
@@ -103,6 +120,7 @@ impl UnionView {
             real = real.join(name);
             let found = if found.rw_dir.is_none() {
                 let md = &found.entry.metadata;
+                let _changed = DirsChanged(self);
                 std::fs::create_dir(&real).map_err(io_err("mkdir", &real))?;
                 copy_owner_mode(&real, md)?;
                 copy_xattrs(&found.entry.real_path, &real)?;
@@ -154,7 +172,8 @@ impl UnionView {
             if src.metadata.nlink() == 1 {
                 let real = rw_parent.join(name);
                 let md = std::fs::symlink_metadata(&real).map_err(io_err("lstat", &real))?;
-                self.xino.record_copy_up(md.ino(), src.ino);
+                self.xino
+                    .record_copy_up(md.ino(), crate::xino::birth_of(&md), src.ino);
             }
             tracing::debug!(storage_driver = "aufs", ?path, "copied up");
         }
@@ -185,6 +204,7 @@ impl UnionView {
             });
         }
         let rw_parent = self.ensure_rw_dir(&parent)?;
+        let _changed = matches!(node, NewNode::Dir { .. }).then(|| DirsChanged(self));
         let real = rw_parent.join(name);
         let wh = rw_parent.join(whiteout_name(name));
         let had_whiteout = exists(&wh)?;
@@ -257,8 +277,20 @@ impl UnionView {
             };
             return Err(e);
         }
-        self.lookup(path)?.ok_or_else(|| UnionError::NotFound {
-            path: path.to_path_buf(),
+        // A new entry shows nothing of the read-only branches (a directory
+        // created over a removed one is opaque): its own number is its
+        // union number.
+        let metadata = std::fs::symlink_metadata(&real).map_err(io_err("lstat", &real))?;
+        // A record left by an earlier file of this inode number is stale.
+        self.xino.forget(metadata.ino());
+        let ino = self
+            .xino
+            .ino(self.branches[self.rw_index()].dev, metadata.ino());
+        Ok(Entry {
+            branch_index: self.rw_index(),
+            real_path: real,
+            metadata,
+            ino,
         })
     }
 
@@ -322,6 +354,7 @@ impl UnionView {
     /// whiteout hides its lower parts.
     pub fn rmdir(&self, path: &Path) -> Result<()> {
         let _guard = self.lock_writes(path)?;
+        let _changed = DirsChanged(self);
         let (state, parent, name) = self.parent_and_name(path)?;
         let found = self
             .lookup_in(&state, name)?
@@ -356,6 +389,7 @@ impl UnionView {
     /// copy instead). With `noreplace`, an existing `dst` is an error.
     pub fn rename(&self, src: &Path, dst: &Path, noreplace: bool) -> Result<()> {
         let _guard = self.lock_writes(dst)?;
+        let _changed = DirsChanged(self);
         let (s_state, s_parent, s_name) = self.parent_and_name(src)?;
         let (d_state, d_parent, d_name) = self.parent_and_name(dst)?;
         Self::check_new_name(dst, d_name)?;

@@ -1,0 +1,264 @@
+//! The `fuse` group: our FUSE union (`aufsctl mount`) against kernel
+//! overlayfs and fuse-overlayfs on the same branches, a Debian rootfs split
+//! into 16 and 128 layers. Every contender is mounted afresh before each
+//! run (untimed) and caches are dropped, so every run is cold, including
+//! the servers' own caches.
+
+use crate::measure::{compare, sh, Contender, Outcome};
+use std::path::{Path, PathBuf};
+
+/// Layer counts compared.
+const DEPTHS: [usize; 2] = [16, 128];
+
+fn q(p: &Path) -> String {
+    format!("'{}'", p.display())
+}
+
+/// Builds (once) a Debian minbase rootfs under `dir/rootfs`, falling back to
+/// a copy of /usr/share and /usr/lib when debootstrap fails, and its tar.
+fn rootfs(dir: &Path) -> Result<PathBuf, String> {
+    let root = dir.join("rootfs");
+    if !root.join(".complete").exists() {
+        let tmp = dir.join("rootfs.tmp");
+        sh(&format!("rm -rf {}", q(&tmp)))?;
+        sh("command -v debootstrap >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap >/dev/null")?;
+        let made = sh(&format!(
+            "debootstrap --variant=minbase bookworm {} http://deb.debian.org/debian > {} 2>&1",
+            q(&tmp),
+            q(&dir.join("debootstrap.log"))
+        ));
+        let source = match made {
+            Ok(()) => "debootstrap --variant=minbase bookworm".to_string(),
+            Err(e) => {
+                eprintln!(
+                    "bench fuse: debootstrap failed ({e}); using a copy of /usr/share and /usr/lib instead"
+                );
+                sh(&format!(
+                    "rm -rf {t} && mkdir -p {t}/usr && cp -a /usr/share /usr/lib {t}/usr/",
+                    t = q(&tmp)
+                ))?;
+                "copy of /usr/share + /usr/lib (debootstrap failed)".to_string()
+            }
+        };
+        sh(&format!(
+            "rm -rf {r} && mv {t} {r} && echo {s:?} > {r}/.complete",
+            r = q(&root),
+            t = q(&tmp),
+            s = source
+        ))?;
+    }
+    let tar = dir.join("rootfs.tar");
+    if !tar.exists() {
+        sh(&format!(
+            "tar -C {} --exclude=./.complete -cf {}.tmp . && mv {1}.tmp {1}",
+            q(&root),
+            q(&tar)
+        ))?;
+    }
+    Ok(root)
+}
+
+/// Spreads the entries of `src` over `layers` diff dirs round-robin (hard
+/// links, so no data is copied); each layer gets the directories its entries
+/// need, with their modes.
+fn split(src: &Path, diffs: &[PathBuf]) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut n = 0usize;
+    let mut stack = vec![PathBuf::new()];
+    while let Some(rel) = stack.pop() {
+        let dir = src.join(&rel);
+        let mut entries: Vec<_> = std::fs::read_dir(&dir)
+            .map_err(|e| format!("{}: {e}", dir.display()))?
+            .filter_map(Result::ok)
+            .collect();
+        entries.sort_by_key(|e| e.file_name());
+        for e in entries {
+            if rel.as_os_str().is_empty() && e.file_name() == ".complete" {
+                continue;
+            }
+            let r = rel.join(e.file_name());
+            let ft = e.file_type().map_err(|e| e.to_string())?;
+            if ft.is_dir() {
+                stack.push(r);
+                continue;
+            }
+            let layer = &diffs[n % diffs.len()];
+            n += 1;
+            // Parent dirs with the source's modes.
+            let mut acc = PathBuf::new();
+            for c in rel.components() {
+                acc.push(c);
+                let d = layer.join(&acc);
+                if !d.exists() {
+                    std::fs::create_dir(&d).map_err(|e| format!("{}: {e}", d.display()))?;
+                    let mode = std::fs::symlink_metadata(src.join(&acc))
+                        .map_err(|e| e.to_string())?
+                        .permissions()
+                        .mode();
+                    std::fs::set_permissions(&d, std::fs::Permissions::from_mode(mode))
+                        .map_err(|e| e.to_string())?;
+                }
+            }
+            std::fs::hard_link(e.path(), layer.join(&r))
+                .map_err(|err| format!("link {}: {err}", e.path().display()))?;
+        }
+    }
+    Ok(())
+}
+
+/// An aufs root with `depth` read-only layers holding the rootfs and one rw
+/// layer `top` over them; built once.
+fn layered(dir: &Path, ctl: &Path, rootfs: &Path, depth: usize) -> Result<PathBuf, String> {
+    let root = dir.join(format!("aufs-{depth}"));
+    if root.join(".complete").exists() {
+        return Ok(root);
+    }
+    sh(&format!(
+        "{c} --root {r} cleanup 2>/dev/null; rm -rf {r}",
+        c = q(ctl),
+        r = q(&root)
+    ))?;
+    let mut parent = String::new();
+    for i in 0..depth {
+        sh(&format!(
+            "{} --root {} create l{i} {parent}",
+            q(ctl),
+            q(&root)
+        ))?;
+        parent = format!("--parent l{i}");
+    }
+    sh(&format!(
+        "{} --root {} create-rw top {parent}",
+        q(ctl),
+        q(&root)
+    ))?;
+    let diffs: Vec<PathBuf> = (0..depth)
+        .map(|i| root.join("diff").join(format!("l{i}")))
+        .collect();
+    split(rootfs, &diffs)?;
+    sh(&format!("touch {}", q(&root.join(".complete"))))?;
+    Ok(root)
+}
+
+/// One way of mounting the layered tree.
+#[derive(Clone, Copy)]
+enum Fs {
+    Ours,
+    Overlay,
+    FuseOverlay,
+}
+
+impl Fs {
+    fn label(self) -> &'static str {
+        match self {
+            Fs::Ours => "aufs-fuse (aufsctl mount)",
+            Fs::Overlay => "kernel overlayfs",
+            Fs::FuseOverlay => "fuse-overlayfs",
+        }
+    }
+
+    /// Unmounts, empties the rw branch, mounts again; prints nothing.
+    fn remount(self, root: &Path, ctl: &Path, depth: usize) -> Result<PathBuf, String> {
+        let r = q(root);
+        match self {
+            Fs::Ours => {
+                let _ = sh(&format!("{} --root {r} unmount top", q(ctl)));
+                sh(&format!(
+                    "find {r}/diff/top -mindepth 1 -delete && {} --root {r} mount top >/dev/null",
+                    q(ctl)
+                ))?;
+                Ok(root.join("mnt/top"))
+            }
+            Fs::Overlay | Fs::FuseOverlay => {
+                let o = root.join("ovl");
+                let lower: Vec<String> = (0..depth).rev().map(|i| format!("l{i}")).collect();
+                let _ = sh(&format!("umount {0}/m 2>/dev/null", q(&o)));
+                let opts = format!(
+                    "lowerdir={},upperdir=../ovl/upper,workdir=../ovl/work",
+                    lower.join(":")
+                );
+                let cmd = match self {
+                    Fs::Overlay => format!("mount -t overlay overlay -o {opts} ../ovl/m"),
+                    _ => format!("fuse-overlayfs -o {opts} ../ovl/m"),
+                };
+                sh(&format!(
+                    "rm -rf {o} && mkdir -p {o}/upper {o}/work {o}/m && cd {r}/diff && {cmd}",
+                    o = q(&o)
+                ))?;
+                Ok(o.join("m"))
+            }
+        }
+    }
+
+    fn unmount(self, root: &Path, ctl: &Path) {
+        let _ = match self {
+            Fs::Ours => sh(&format!("{} --root {} unmount top", q(ctl), q(root))),
+            _ => sh(&format!("umount {}", q(&root.join("ovl/m")))),
+        };
+    }
+}
+
+/// The timed workloads over a mounted tree.
+fn workloads(tar: &Path) -> Vec<(&'static str, String)> {
+    vec![
+        (
+            "stat all: find -printf %s",
+            "find . -printf '%s\\n' >/dev/null".into(),
+        ),
+        // Piped, so GNU tar cannot skip reading data for /dev/null.
+        (
+            "read all: tar -c piped to cat",
+            "tar -cf - . | cat >/dev/null".into(),
+        ),
+        (
+            "untar rootfs into the rw layer",
+            format!("mkdir x && tar -C x -xf {}", q(tar)),
+        ),
+    ]
+}
+
+/// Runs the `fuse` group.
+pub fn bench_fuse(bench_dir: &Path, ctl: &Path, runs: usize) -> Result<Vec<Outcome>, String> {
+    let dir = bench_dir.join("fuse");
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    sh("command -v fuse-overlayfs >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fuse-overlayfs >/dev/null")?;
+    let rootfs = rootfs(&dir)?;
+    let source = std::fs::read_to_string(rootfs.join(".complete")).unwrap_or_default();
+    eprintln!("bench fuse: rootfs from {}", source.trim());
+    let tar = dir.join("rootfs.tar");
+    let mut outcomes = Vec::new();
+    for depth in DEPTHS {
+        let root = layered(&dir, ctl, &rootfs, depth)?;
+        for (name, cmd) in workloads(&tar) {
+            let contenders = [Fs::Ours, Fs::Overlay, Fs::FuseOverlay]
+                .into_iter()
+                .map(|fs| {
+                    let (root, ctl, cmd) = (root.clone(), ctl.to_path_buf(), cmd.clone());
+                    let mnt = std::rc::Rc::new(std::cell::RefCell::new(PathBuf::new()));
+                    let m2 = mnt.clone();
+                    let (root2, ctl2) = (root.clone(), ctl.clone());
+                    Contender {
+                        label: fs.label().to_string(),
+                        setup: Box::new(move || {
+                            *m2.borrow_mut() = fs.remount(&root2, &ctl2, depth)?;
+                            Ok(())
+                        }),
+                        run: Box::new(move || {
+                            let r = sh(&format!("cd {} && {cmd}", q(&mnt.borrow())));
+                            if r.is_err() {
+                                fs.unmount(&root, &ctl);
+                            }
+                            r
+                        }),
+                    }
+                })
+                .collect();
+            let outcome = compare(&format!("{name}, {depth} layers"), runs, true, contenders);
+            for fs in [Fs::Ours, Fs::Overlay, Fs::FuseOverlay] {
+                fs.unmount(&root, ctl);
+            }
+            outcomes.push(outcome?);
+        }
+    }
+    Ok(outcomes)
+}
