@@ -1,8 +1,8 @@
 //! ApplyDiff, Diff, Changes and DiffSize through the driver on the real
 //! filesystem (moby's `TestGetDiff`, `TestChanges`, `TestDiffSize`,
-//! `TestChildDiffSize`, `TestApplyDiff`), plus exact original bytes. Only
-//! the direct parent is used here, so no union is mounted and no root is
-//! needed.
+//! `TestChildDiffSize`, `TestApplyDiff`), plus exact original bytes. No
+//! union is ever mounted (diffs against an older ancestor read the unions in
+//! process) and no root is needed.
 
 use aufs_driver::{ChangeKind, CreateOpts, Driver, DriverConfig, DriverError, Ports};
 use aufs_linux::{LinuxFilesystem, LinuxHost};
@@ -16,6 +16,7 @@ struct Fixture {
     _tmp: tempfile::TempDir,
     root: Utf8PathBuf,
     d: Driver,
+    backend: Arc<FakeUnionBackend>,
 }
 
 fn id(s: &str) -> LayerId {
@@ -24,12 +25,16 @@ fn id(s: &str) -> LayerId {
 
 /// A driver on the real filesystem whose unions are only a table.
 fn open(config: DriverConfig) -> Driver {
+    open_with(config, Arc::new(FakeUnionBackend::new(BackendKind::Fuse)))
+}
+
+fn open_with(config: DriverConfig, backend: Arc<FakeUnionBackend>) -> Driver {
     Driver::init(
         config,
         Ports {
             fs: Arc::new(LinuxFilesystem::new()),
             host: Arc::new(LinuxHost::new()),
-            backend: Arc::new(FakeUnionBackend::new(BackendKind::Fuse)),
+            backend,
             locks: Arc::new(InProcessLocks::new()),
         },
     )
@@ -39,8 +44,14 @@ fn open(config: DriverConfig) -> Driver {
 fn fixture() -> Fixture {
     let tmp = tempfile::tempdir().unwrap();
     let root = Utf8PathBuf::from_path_buf(tmp.path().join("aufs")).unwrap();
-    let d = open(DriverConfig::new(root.clone()));
-    Fixture { _tmp: tmp, root, d }
+    let backend = Arc::new(FakeUnionBackend::new(BackendKind::Fuse));
+    let d = open_with(DriverConfig::new(root.clone()), backend.clone());
+    Fixture {
+        _tmp: tmp,
+        root,
+        d,
+        backend,
+    }
 }
 
 impl Fixture {
@@ -141,6 +152,47 @@ fn changes_do_not_repeat_the_parents() {
         c.iter().map(|c| c.to_string()).collect::<Vec<_>>(),
         vec!["A /test2.txt"]
     );
+}
+
+#[test]
+fn diffs_against_an_older_ancestor_compare_unions_without_mounting() {
+    let f = fixture();
+    f.create("1", None);
+    std::fs::create_dir(f.diff("1").join("etc")).unwrap();
+    std::fs::write(f.diff("1").join("etc/passwd"), "root\n").unwrap();
+    std::fs::write(f.diff("1").join("etc/gone"), "g").unwrap();
+    f.create("2", Some("1"));
+    std::fs::create_dir(f.diff("2").join("etc")).unwrap();
+    std::fs::write(f.diff("2").join("etc/.wh.gone"), "").unwrap();
+    std::fs::write(f.diff("2").join("etc/added"), "abc").unwrap();
+    f.create("3", Some("2"));
+    std::fs::create_dir(f.diff("3").join("etc")).unwrap();
+    std::fs::write(f.diff("3").join("etc/passwd"), "root\nuser\n").unwrap();
+
+    let c = f.d.changes(&id("3"), Some(&id("1"))).unwrap();
+    assert_eq!(
+        c.iter().map(|c| c.to_string()).collect::<Vec<_>>(),
+        vec!["C /etc", "A /etc/added", "D /etc/gone", "C /etc/passwd"]
+    );
+    assert_eq!(f.d.diff_size(&id("3"), Some(&id("1"))).unwrap(), 3 + 10);
+    let mut tarball = Vec::new();
+    f.d.diff(&id("3"), Some(&id("1")), &mut tarball).unwrap();
+    let names: Vec<String> = tar::Archive::new(&tarball[..])
+        .entries()
+        .unwrap()
+        .map(|e| String::from_utf8(e.unwrap().path_bytes().into_owned()).unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        vec!["etc/", "etc/added", "etc/.wh.gone", "etc/passwd"]
+    );
+    // Without a parent: the whole union of the layer, whiteouts applied.
+    let all = f.d.changes(&id("3"), None).unwrap();
+    assert_eq!(
+        all.iter().map(|c| c.to_string()).collect::<Vec<_>>(),
+        vec!["A /etc", "A /etc/added", "A /etc/passwd"]
+    );
+    assert!(f.backend.history().is_empty(), "a union was mounted");
 }
 
 #[test]

@@ -1,6 +1,8 @@
 //! The benchmark groups.
 
 use crate::measure::{compare, report, sh, Contender, Outcome};
+#[path = "bench_archive.rs"]
+mod bench_archive;
 #[path = "bench_fuse.rs"]
 mod bench_fuse;
 use std::path::{Path, PathBuf};
@@ -64,6 +66,9 @@ pub fn run(args: &[String]) -> Result<(), String> {
     }
     if want("fuse") {
         outcomes.extend(bench_fuse::bench_fuse(&bench_dir(), &aufsctl(), o.runs)?);
+    }
+    if want("archive") {
+        outcomes.extend(bench_archive::bench_archive(&bench_dir(), o.runs)?);
     }
     let table = report(&outcomes);
     println!("{table}");

@@ -1,17 +1,23 @@
-//! Applies a layer tarball into a directory: `cargo run -p aufs-archive --example apply -- TAR DIR [TAR_SPLIT]`.
+//! Applies a layer tarball into a directory:
+//! `cargo run -p aufs-archive --example apply -- [--no-sync] [--no-digest] TAR DIR [TAR_SPLIT]`.
 
 use aufs_archive::{apply_layer, ApplyOptions};
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut opts = ApplyOptions::default();
+    let mut args = Vec::new();
+    for a in std::env::args().skip(1) {
+        match a.as_str() {
+            "--no-sync" => opts.sync = false,
+            "--no-digest" => opts.digest = false,
+            _ => args.push(a),
+        }
+    }
     let (Some(tar), Some(dir)) = (args.first(), args.get(1)) else {
-        eprintln!("usage: apply TAR DIR [TAR_SPLIT]");
+        eprintln!("usage: apply [--no-sync] [--no-digest] TAR DIR [TAR_SPLIT]");
         std::process::exit(2);
     };
-    let opts = ApplyOptions {
-        tar_split: args.get(2).map(Into::into),
-        ..ApplyOptions::default()
-    };
+    opts.tar_split = args.get(2).map(Into::into);
     let input = std::fs::File::open(tar).unwrap_or_else(|e| {
         eprintln!("apply: {tar}: {e}");
         std::process::exit(1);

@@ -10,12 +10,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use aufs_model::whiteout::{
     WHITEOUT_LINK_DIR, WHITEOUT_META_PREFIX, WHITEOUT_OPAQUE_DIR, WHITEOUT_PREFIX,
 };
+use aufs_model::IdMappings;
 use camino::{Utf8Path, Utf8PathBuf};
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, RenameFlags};
 
+use crate::born::{creation_mode, Born, Parents};
 use crate::error::{lossy, ArchiveError, Result};
 use crate::fsops::{remove_at, timestamps, Root, Target};
-use crate::idmap::{to_host, IdMap};
 use crate::reader::{Entry, Kind, Sparse, TarReader, Time};
 use crate::tarsplit::{Recorder, TarSplitWriter};
 use crate::walk::read_names;
@@ -23,10 +24,8 @@ use crate::walk::read_names;
 /// How [`apply_layer`] applies a layer.
 #[derive(Debug, Clone)]
 pub struct ApplyOptions {
-    /// Container-to-host uid map (empty: identity).
-    pub uid_map: Vec<IdMap>,
-    /// Container-to-host gid map (empty: identity).
-    pub gid_map: Vec<IdMap>,
+    /// Container-to-host uid and gid maps (empty: identity).
+    pub id_maps: IdMappings,
     /// Record exact-bytes metadata into this file (see [`crate::reproduce`]).
     pub tar_split: Option<Utf8PathBuf>,
     /// Where the staging dir is made; must be on the diff dir's filesystem.
@@ -43,8 +42,7 @@ pub struct ApplyOptions {
 impl Default for ApplyOptions {
     fn default() -> Self {
         Self {
-            uid_map: Vec::new(),
-            gid_map: Vec::new(),
+            id_maps: IdMappings::default(),
             tar_split: None,
             staging_parent: None,
             sync: true,
@@ -136,7 +134,7 @@ pub fn apply_layer(
             let _ = std::fs::remove_dir_all(d);
         }
     };
-    if let Err(e) = staging.commit(diff_dir) {
+    if let Err(e) = staging.commit(diff_dir, opts.sync) {
         cleanup();
         return Err(e);
     }
@@ -178,6 +176,8 @@ struct Staging {
     /// Contents of recorded files whose path a later entry reused (exact bytes).
     shadow: OwnedFd,
     committed: bool,
+    /// The tree started empty (a new layer): nothing in it predates the apply.
+    started_empty: bool,
 }
 
 impl Staging {
@@ -228,6 +228,7 @@ impl Staging {
             .map_err(|e| ArchiveError::io("opening staging dir", &base, e.into()))?,
             base,
             committed: false,
+            started_empty: true,
         };
         let base = st.base.clone();
         let sys = |op: &'static str| {
@@ -271,7 +272,7 @@ impl Staging {
                     .map_err(io("opening staging tree", &tree))?;
                 copy_dir_meta(src.as_fd(), dst.as_fd())
                     .map_err(io("copying diff dir metadata", diff_dir))?;
-                clone_tree(src.as_fd(), dst.as_fd(), diff_dir)?;
+                st.started_empty = !clone_tree(src.as_fd(), dst.as_fd(), diff_dir)?;
                 let st_src = rustix::fs::fstat(&src)
                     .map_err(|e| ArchiveError::io("stat", diff_dir, e.into()))?;
                 set_times_like(dst.as_fd(), &st_src)
@@ -322,7 +323,7 @@ impl Staging {
     }
 
     /// Puts the staged tree in place of `diff_dir` and removes the old content.
-    fn commit(mut self, diff_dir: &Utf8Path) -> Result<()> {
+    fn commit(mut self, diff_dir: &Utf8Path, sync: bool) -> Result<()> {
         let tree = self.tree_path();
         match rustix::fs::renameat_with(
             rustix::fs::CWD,
@@ -343,7 +344,7 @@ impl Staging {
             }
         }
         self.committed = true;
-        if let Some(parent) = diff_dir.parent().filter(|p| !p.as_str().is_empty()) {
+        if let Some(parent) = diff_dir.parent().filter(|p| sync && !p.as_str().is_empty()) {
             if let Ok(f) = File::open(parent) {
                 let _ = f.sync_all();
             }
@@ -394,9 +395,11 @@ fn set_times_like(dst: BorrowedFd<'_>, st: &rustix::fs::Stat) -> io::Result<()> 
     Ok(rustix::fs::futimens(dst, &ts)?)
 }
 
-/// Rebuilds `src` under `dst`: new directories (same metadata), hardlinks for everything else.
-fn clone_tree(src: BorrowedFd<'_>, dst: BorrowedFd<'_>, src_path: &Utf8Path) -> Result<()> {
+/// Rebuilds `src` under `dst`: new directories (same metadata), hardlinks
+/// for everything else. Returns whether `src` had any entry.
+fn clone_tree(src: BorrowedFd<'_>, dst: BorrowedFd<'_>, src_path: &Utf8Path) -> Result<bool> {
     let names = read_names(src).map_err(|e| ArchiveError::io("reading diff dir", src_path, e))?;
+    let any = !names.is_empty();
     for name in names {
         let at = |op| {
             let p = src_path.join(lossy(&name));
@@ -424,7 +427,7 @@ fn clone_tree(src: BorrowedFd<'_>, dst: BorrowedFd<'_>, src_path: &Utf8Path) -> 
                 })?;
         }
     }
-    Ok(())
+    Ok(any)
 }
 
 /// A regular file of `.wh..wh.plnk`, extracted aside so hardlinks to it can be materialized.
@@ -445,6 +448,11 @@ struct Applier<'a, R> {
     entries: u64,
     skipped_devices: u64,
     buf: Vec<u8>,
+    parents: Parents,
+    umask: Option<u32>,
+    /// The diff size so far, while it can be counted entry by entry (the
+    /// tree started empty and nothing was replaced); else it is measured.
+    size: Option<u64>,
 }
 
 /// Docker's `filepath.Clean` + breakout check: the path relative to the root,
@@ -466,6 +474,20 @@ pub(crate) fn clean_path(name: &[u8]) -> Option<Vec<u8>> {
     Some(parts.join(&b'/'))
 }
 
+/// Creates `base` in `dir` as a new empty file with the plain bits of
+/// `perm` (the staging dir is private, so no one else can open it meanwhile),
+/// failing if anything is there, never following it.
+fn create_new(dir: BorrowedFd<'_>, base: &[u8], entry: &[u8], perm: u32) -> Result<File> {
+    rustix::fs::openat(
+        dir,
+        base,
+        OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        creation_mode(perm),
+    )
+    .map(File::from)
+    .map_err(|err| ArchiveError::entry_io(entry, "creating file", err))
+}
+
 fn split_last(p: &[u8]) -> (&[u8], &[u8]) {
     match p.iter().rposition(|&b| b == b'/') {
         Some(i) => (&p[..i], &p[i + 1..]),
@@ -485,9 +507,7 @@ impl<'a, R: Read> Applier<'a, R> {
         rec: Option<Box<dyn Recorder>>,
     ) -> Result<Self> {
         let root_owner = if opts.chown {
-            let u = to_host(&opts.uid_map, 0).unwrap_or(0);
-            let g = to_host(&opts.gid_map, 0).unwrap_or(0);
-            Some((u32::try_from(u).unwrap_or(0), u32::try_from(g).unwrap_or(0)))
+            Some(opts.id_maps.root_pair().unwrap_or((0, 0)))
         } else {
             None
         };
@@ -502,6 +522,9 @@ impl<'a, R: Read> Applier<'a, R> {
             entries: 0,
             skipped_devices: 0,
             buf: vec![0u8; 256 * 1024],
+            parents: Parents::default(),
+            umask: crate::born::umask(),
+            size: staging.started_empty.then_some(0),
         })
     }
 
@@ -532,14 +555,19 @@ impl<'a, R: Read> Applier<'a, R> {
                 )
             })?;
         }
-        let size = crate::size::diff_size_fd(
-            self.staging
-                .root
-                .open_dir_rw(b"")
-                .map_err(|e| ArchiveError::io("opening staging tree", self.staging.tree_path(), e))?
-                .as_fd(),
-            &self.staging.tree_path(),
-        )?;
+        let size = match self.size {
+            Some(size) => size,
+            None => crate::size::diff_size_fd(
+                self.staging
+                    .root
+                    .open_dir_rw(b"")
+                    .map_err(|e| {
+                        ArchiveError::io("opening staging tree", self.staging.tree_path(), e)
+                    })?
+                    .as_fd(),
+                &self.staging.tree_path(),
+            )?,
+        };
         Ok(ApplyReport {
             size,
             tar_bytes,
@@ -555,21 +583,18 @@ impl<'a, R: Read> Applier<'a, R> {
     }
 
     fn map_ids(&self, e: &Entry) -> Result<(u32, u32)> {
-        let u = to_host(&self.opts.uid_map, e.uid).ok_or_else(|| ArchiveError::Unmapped {
-            entry: lossy(&e.name),
-            kind: "uid",
-            id: e.uid,
-        })?;
-        let g = to_host(&self.opts.gid_map, e.gid).ok_or_else(|| ArchiveError::Unmapped {
-            entry: lossy(&e.name),
-            kind: "gid",
-            id: e.gid,
-        })?;
-        let u = u32::try_from(u)
-            .map_err(|_| ArchiveError::bad_entry(&e.name, format!("uid {u} out of range")))?;
-        let g = u32::try_from(g)
-            .map_err(|_| ArchiveError::bad_entry(&e.name, format!("gid {g} out of range")))?;
-        Ok((u, g))
+        let id = |v: u64, kind: &str| {
+            u32::try_from(v)
+                .map_err(|_| ArchiveError::bad_entry(&e.name, format!("{kind} {v} out of range")))
+        };
+        let (u, g) = (id(e.uid, "uid")?, id(e.gid, "gid")?);
+        self.opts
+            .id_maps
+            .to_host(u, g)
+            .map_err(|source| ArchiveError::Unmapped {
+                entry: lossy(&e.name),
+                source,
+            })
     }
 
     fn apply_entry(&mut self, mut e: Entry) -> Result<()> {
@@ -629,28 +654,33 @@ impl<'a, R: Read> Applier<'a, R> {
         let ids = self.map_ids(&e)?;
         let (dir_rel, base) = split_last(&rel);
         let parent = self
-            .staging
-            .root
-            .ensure_dir(dir_rel, self.root_owner)
+            .parents
+            .get(&self.staging.root, dir_rel, self.root_owner)
             .map_err(|err| ArchiveError::entry_io(&e.name, "resolving parent directory", err))?;
+        let pfd = parent.fd.as_fd();
         // Replace what is there, unless both are directories (then merge metadata).
         let mut existed_dir = false;
-        match rustix::fs::statat(&parent, base, AtFlags::SYMLINK_NOFOLLOW) {
+        match rustix::fs::statat(pfd, base, AtFlags::SYMLINK_NOFOLLOW) {
             Ok(st) => {
                 let is_dir = FileType::from_raw_mode(st.st_mode) == FileType::Directory;
                 if is_dir && e.kind == Kind::Dir {
                     existed_dir = true;
-                } else if let Some(id) = self.recorded.remove(&(st.st_dev, st.st_ino)) {
-                    // Its content is part of the original bytes: keep it aside.
-                    rustix::fs::renameat(&parent, base, &self.staging.shadow, id.to_string())
-                        .map_err(|err| {
-                            ArchiveError::entry_io(&e.name, "keeping replaced content", err)
-                        })?;
-                    self.rd.record_shadow(id)?;
                 } else {
-                    remove_at(parent.as_fd(), base, is_dir).map_err(|err| {
-                        ArchiveError::entry_io(&e.name, "removing existing entry", err)
-                    })?;
+                    // Resolved directories may go with it; sizes no longer add up.
+                    self.parents.clear();
+                    self.size = None;
+                    if let Some(id) = self.recorded.remove(&(st.st_dev, st.st_ino)) {
+                        // Its content is part of the original bytes: keep it aside.
+                        rustix::fs::renameat(pfd, base, &self.staging.shadow, id.to_string())
+                            .map_err(|err| {
+                                ArchiveError::entry_io(&e.name, "keeping replaced content", err)
+                            })?;
+                        self.rd.record_shadow(id)?;
+                    } else {
+                        remove_at(pfd, base, is_dir).map_err(|err| {
+                            ArchiveError::entry_io(&e.name, "removing existing entry", err)
+                        })?;
+                    }
                 }
             }
             Err(rustix::io::Errno::NOENT) => {}
@@ -659,27 +689,31 @@ impl<'a, R: Read> Applier<'a, R> {
         self.entries += 1;
         match e.kind {
             Kind::File => {
-                let f = self.create_file(parent.as_fd(), base, &e, Some(&rel))?;
+                let (f, len) = self.create_file(pfd, base, &e, Some(&rel), e.mode)?;
+                self.add_size(len);
                 if let Some(id) = self.rd.file_id() {
                     let st = rustix::fs::fstat(&f)
                         .map_err(|err| ArchiveError::entry_io(&e.name, "stat", err))?;
                     self.recorded.insert((st.st_dev, st.st_ino), id);
                 }
-                self.finish_meta(Target::Fd(f.as_fd()), &e, ids, true)?;
+                let born = Born::new(&parent, e.mode, self.umask, false);
+                self.finish_meta(Target::Fd(f.as_fd()), &e, ids, true, Some(born))?;
             }
             Kind::Dir => {
+                let mut born = None;
                 if !existed_dir {
-                    rustix::fs::mkdirat(&parent, base, Mode::from_raw_mode(0o700))
+                    rustix::fs::mkdirat(pfd, base, creation_mode(e.mode))
                         .map_err(|err| ArchiveError::entry_io(&e.name, "mkdir", err))?;
+                    born = Some(Born::new(&parent, e.mode, self.umask, true));
                 }
                 let fd = rustix::fs::openat(
-                    &parent,
+                    pfd,
                     base,
                     OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
                     Mode::empty(),
                 )
                 .map_err(|err| ArchiveError::entry_io(&e.name, "opening directory", err))?;
-                self.finish_meta(Target::Fd(fd.as_fd()), &e, ids, false)?;
+                self.finish_meta(Target::Fd(fd.as_fd()), &e, ids, false, born)?;
                 if opaque {
                     self.make_opaque_marker(fd.as_fd(), &e, ids)?;
                 }
@@ -700,11 +734,16 @@ impl<'a, R: Read> Applier<'a, R> {
                         format!("invalid symlink target {:?}", lossy(&e.link)),
                     ));
                 }
-                rustix::fs::symlinkat(e.link.as_slice(), &parent, base)
+                rustix::fs::symlinkat(e.link.as_slice(), pfd, base)
                     .map_err(|err| ArchiveError::entry_io(&e.name, "symlink", err))?;
-                self.finish_meta(Target::At(parent.as_fd(), base), &e, ids, true)?;
+                self.add_size(e.link.len() as u64);
+                let born = Born::new(&parent, 0o777, self.umask, false);
+                self.finish_meta(Target::At(pfd, base), &e, ids, true, Some(born))?;
             }
-            Kind::HardLink => self.hardlink(parent.as_fd(), base, &e)?,
+            Kind::HardLink => {
+                let copied = self.hardlink(pfd, base, &e)?;
+                self.add_size(copied);
+            }
             Kind::Char | Kind::Block | Kind::Fifo => {
                 let ft = match e.kind {
                     Kind::Char => FileType::CharacterDevice,
@@ -712,13 +751,7 @@ impl<'a, R: Read> Applier<'a, R> {
                     _ => FileType::Fifo,
                 };
                 let dev = rustix::fs::makedev(e.dev_major, e.dev_minor);
-                match rustix::fs::mknodat(
-                    &parent,
-                    base,
-                    ft,
-                    Mode::from_raw_mode(e.mode & 0o7777),
-                    dev,
-                ) {
+                match rustix::fs::mknodat(pfd, base, ft, creation_mode(e.mode), dev) {
                     Ok(()) => {}
                     Err(rustix::io::Errno::PERM)
                         if e.kind != Kind::Fifo && !rustix::process::geteuid().is_root() =>
@@ -730,16 +763,31 @@ impl<'a, R: Read> Applier<'a, R> {
                     }
                     Err(err) => return Err(ArchiveError::entry_io(&e.name, "mknod", err)),
                 }
-                self.finish_meta(Target::At(parent.as_fd(), base), &e, ids, true)?;
+                let born = Born::new(&parent, e.mode, self.umask, false);
+                self.finish_meta(Target::At(pfd, base), &e, ids, true, Some(born))?;
             }
         }
         Ok(())
     }
 
+    fn add_size(&mut self, len: u64) {
+        if let Some(s) = &mut self.size {
+            *s += len;
+        }
+    }
+
     /// Owner, xattrs, mode (after chown, which clears set-id bits), times.
-    fn finish_meta(&self, t: Target<'_>, e: &Entry, (u, g): (u32, u32), times: bool) -> Result<()> {
+    /// What `born` says the inode already has is not set again.
+    fn finish_meta(
+        &self,
+        t: Target<'_>,
+        e: &Entry,
+        (u, g): (u32, u32),
+        times: bool,
+        born: Option<Born>,
+    ) -> Result<()> {
         let is_symlink = e.kind == Kind::Symlink;
-        if self.opts.chown {
+        if self.opts.chown && born.is_none_or(|b| b.owner != (u, g)) {
             t.chown(u, g)
                 .map_err(|err| ArchiveError::entry_io(&e.name, "chown", err))?;
         }
@@ -754,7 +802,7 @@ impl<'a, R: Read> Applier<'a, R> {
                 return Err(ArchiveError::entry_io(&e.name, "setxattr", err));
             }
         }
-        if !is_symlink {
+        if !is_symlink && born.and_then(|b| b.perm) != Some(e.mode & 0o7777) {
             t.chmod(e.mode)
                 .map_err(|err| ArchiveError::entry_io(&e.name, "chmod", err))?;
         }
@@ -774,15 +822,10 @@ impl<'a, R: Read> Applier<'a, R> {
         base: &[u8],
         e: &Entry,
         record: Option<&[u8]>,
-    ) -> Result<File> {
-        let fd = rustix::fs::openat(
-            dir,
-            base,
-            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-            Mode::from_raw_mode(0o600),
-        )
-        .map_err(|err| ArchiveError::entry_io(&e.name, "creating file", err))?;
-        let mut f = File::from(fd);
+        perm: u32,
+    ) -> Result<(File, u64)> {
+        let mut f = create_new(dir, base, &e.name, perm)?;
+        let mut len = e.size;
         let werr = |err: io::Error| ArchiveError::entry_io(&e.name, "writing file", err);
         match &e.sparse {
             None => {
@@ -840,6 +883,7 @@ impl<'a, R: Read> Applier<'a, R> {
                     }
                 }
                 f.set_len(real_size).map_err(werr)?;
+                len = real_size;
             }
         }
         if self.rd.remaining() != 0 {
@@ -848,7 +892,7 @@ impl<'a, R: Read> Applier<'a, R> {
                 "content longer than its sparse map",
             ));
         }
-        Ok(f)
+        Ok((f, len))
     }
 
     fn make_opaque_marker(
@@ -871,7 +915,7 @@ impl<'a, R: Read> Applier<'a, R> {
                     xattrs: Vec::new(),
                     ..e.clone()
                 };
-                self.finish_meta(Target::Fd(fd.as_fd()), &marker, ids, true)
+                self.finish_meta(Target::Fd(fd.as_fd()), &marker, ids, true, None)
             }
             Err(rustix::io::Errno::EXIST) => Ok(()),
             Err(err) => Err(ArchiveError::entry_io(
@@ -892,7 +936,7 @@ impl<'a, R: Read> Applier<'a, R> {
             .try_clone()
             .map_err(|err| ArchiveError::entry_io(&e.name, "dup", err))?;
         let _ = rustix::fs::unlinkat(&plnk, stash_name.as_str(), AtFlags::empty());
-        self.create_file(plnk.as_fd(), stash_name.as_bytes(), &e, None)?;
+        self.create_file(plnk.as_fd(), stash_name.as_bytes(), &e, None, 0o600)?;
         self.plnk.insert(
             key,
             PlnkFile {
@@ -903,7 +947,8 @@ impl<'a, R: Read> Applier<'a, R> {
         Ok(())
     }
 
-    fn hardlink(&mut self, dir: BorrowedFd<'_>, base: &[u8], e: &Entry) -> Result<()> {
+    /// Returns the bytes a copied aufs pseudo-link added to the layer.
+    fn hardlink(&mut self, dir: BorrowedFd<'_>, base: &[u8], e: &Entry) -> Result<u64> {
         let Some(target) = clean_path(&e.link) else {
             return Err(ArchiveError::bad_entry(
                 &e.name,
@@ -932,19 +977,12 @@ impl<'a, R: Read> Applier<'a, R> {
             .map_err(|err| {
                 ArchiveError::entry_io(&e.name, "opening stashed aufs hardlink target", err)
             })?;
-            let fd = rustix::fs::openat(
-                dir,
-                base,
-                OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-                Mode::from_raw_mode(0o600),
-            )
-            .map_err(|err| ArchiveError::entry_io(&e.name, "creating file", err))?;
-            let mut out = File::from(fd);
-            io::copy(&mut File::from(src), &mut out).map_err(|err| {
+            let mut out = create_new(dir, base, &e.name, 0o600)?;
+            let copied = io::copy(&mut File::from(src), &mut out).map_err(|err| {
                 ArchiveError::entry_io(&e.name, "copying aufs hardlink target", err)
             })?;
             let ids = self.map_ids(&src_entry)?;
-            return self.finish_meta(
+            self.finish_meta(
                 Target::Fd(out.as_fd()),
                 &Entry {
                     name: e.name.clone(),
@@ -952,7 +990,9 @@ impl<'a, R: Read> Applier<'a, R> {
                 },
                 ids,
                 true,
-            );
+                None,
+            )?;
+            return Ok(copied);
         }
         let (tdir, tbase) = split_last(&target);
         if tbase.is_empty() {
@@ -969,6 +1009,6 @@ impl<'a, R: Read> Applier<'a, R> {
         // No AT_SYMLINK_FOLLOW: a symlink target is linked itself, never followed.
         rustix::fs::linkat(&tparent, tbase, dir, base, AtFlags::empty())
             .map_err(|err| ArchiveError::entry_io(&e.name, "hardlink", err))?;
-        Ok(())
+        Ok(0)
     }
 }

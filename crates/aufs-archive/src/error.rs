@@ -53,14 +53,13 @@ pub enum ArchiveError {
         source: io::Error,
     },
     /// A uid or gid of an entry has no mapping in the apply options.
-    #[error("tar entry {entry:?}: {kind} {id} is not mapped")]
+    #[error("tar entry {entry:?}: {source}")]
     Unmapped {
         /// The entry's name.
         entry: String,
-        /// `uid` or `gid`.
-        kind: &'static str,
-        /// The container-side id.
-        id: u64,
+        /// Which id is not mapped.
+        #[source]
+        source: aufs_model::UnmappedId,
     },
     /// The diff dir no longer matches what the tar-split metadata recorded.
     #[error("layer changed since it was applied: {path:?}: {reason}")]
@@ -69,6 +68,16 @@ pub enum ArchiveError {
         path: String,
         /// What differs.
         reason: String,
+    },
+    /// A union view (the layers of a diff against a non-direct ancestor)
+    /// could not be read.
+    #[error("union path {path:?}: {source}")]
+    Union {
+        /// The path inside the union (lossy UTF-8).
+        path: String,
+        /// The underlying error.
+        #[source]
+        source: aufs_union::UnionError,
     },
     /// The tar-split metadata file is unreadable or corrupt.
     #[error("tar-split metadata {path}: {reason}")]

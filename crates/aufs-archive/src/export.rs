@@ -162,36 +162,63 @@ fn split_list(list: &[u8]) -> impl Iterator<Item = &[u8]> {
     list.split(|&b| b == 0).filter(|k| !k.is_empty())
 }
 
-fn unsupported(e: &rustix::io::Errno) -> bool {
-    *e == rustix::io::Errno::NOTSUP
+/// Where xattrs are read: an open file or directory, or a name that is
+/// never followed (through its pinned parent).
+enum XattrSource<'a> {
+    Fd(BorrowedFd<'a>),
+    NoFollow(std::path::PathBuf),
+}
+
+impl XattrSource<'_> {
+    fn list(&self, buf: &mut [u8]) -> rustix::io::Result<usize> {
+        match self {
+            Self::Fd(fd) => rustix::fs::flistxattr(fd, buf),
+            Self::NoFollow(p) => rustix::fs::llistxattr(p, buf),
+        }
+    }
+
+    fn get(&self, key: &[u8], buf: &mut [u8]) -> rustix::io::Result<usize> {
+        match self {
+            Self::Fd(fd) => rustix::fs::fgetxattr(fd, key, buf),
+            Self::NoFollow(p) => rustix::fs::lgetxattr(p, key, buf),
+        }
+    }
+
+    /// The kept xattrs (see [`keep_xattr`]), sorted by name; none where the
+    /// filesystem has no xattrs or refuses them (`EPERM` on some special files).
+    fn read(&self) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        use rustix::io::Errno;
+        let mut names = vec![0u8; 4096];
+        let n = match self.list(&mut names) {
+            Err(Errno::RANGE) => {
+                names = vec![0u8; 65536];
+                self.list(&mut names)
+            }
+            other => other,
+        };
+        let n = match n {
+            Ok(n) => n,
+            Err(Errno::NOTSUP | Errno::PERM) => return Ok(Vec::new()),
+            Err(e) => return Err(e.into()),
+        };
+        let mut out = Vec::new();
+        let mut value = Vec::new();
+        for k in split_list(&names[..n]).filter(|k| keep_xattr(k)) {
+            value.resize(65536, 0);
+            match self.get(k, &mut value) {
+                Ok(len) => out.push((k.to_vec(), value[..len].to_vec())),
+                Err(Errno::NODATA) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
 }
 
 /// Xattrs of an open file or directory, sorted by name.
 pub(crate) fn list_xattrs_fd(fd: BorrowedFd<'_>) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
-    let mut names = vec![0u8; 4096];
-    let n = match rustix::fs::flistxattr(fd, &mut names[..]) {
-        Ok(n) => n,
-        Err(rustix::io::Errno::RANGE) => {
-            names = vec![0u8; 65536];
-            rustix::fs::flistxattr(fd, &mut names[..])?
-        }
-        Err(e) if unsupported(&e) => return Ok(Vec::new()),
-        Err(e) => return Err(e.into()),
-    };
-    let mut out = Vec::new();
-    for k in split_list(&names[..n]).filter(|k| keep_xattr(k)) {
-        let mut v = vec![0u8; 65536];
-        match rustix::fs::fgetxattr(fd, k, &mut v[..]) {
-            Ok(len) => {
-                v.truncate(len);
-                out.push((k.to_vec(), v));
-            }
-            Err(rustix::io::Errno::NODATA) => {}
-            Err(e) => return Err(e.into()),
-        }
-    }
-    out.sort();
-    Ok(out)
+    XattrSource::Fd(fd).read()
 }
 
 /// Xattrs of `name` in `dir`, not following it.
@@ -199,27 +226,7 @@ pub(crate) fn list_xattrs_at(
     dir: BorrowedFd<'_>,
     name: &[u8],
 ) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
-    let p = proc_path(dir, name);
-    let mut names = vec![0u8; 65536];
-    let n = match rustix::fs::llistxattr(&p, &mut names[..]) {
-        Ok(n) => n,
-        Err(e) if unsupported(&e) || e == rustix::io::Errno::PERM => return Ok(Vec::new()),
-        Err(e) => return Err(e.into()),
-    };
-    let mut out = Vec::new();
-    for k in split_list(&names[..n]).filter(|k| keep_xattr(k)) {
-        let mut v = vec![0u8; 65536];
-        match rustix::fs::lgetxattr(&p, k, &mut v[..]) {
-            Ok(len) => {
-                v.truncate(len);
-                out.push((k.to_vec(), v));
-            }
-            Err(rustix::io::Errno::NODATA) => {}
-            Err(e) => return Err(e.into()),
-        }
-    }
-    out.sort();
-    Ok(out)
+    XattrSource::NoFollow(proc_path(dir, name)).read()
 }
 
 /// What one entry's headers say.
@@ -234,6 +241,25 @@ pub(crate) struct HeaderInfo {
     pub size: u64,
     pub dev: (u32, u32),
     pub xattrs: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+impl HeaderInfo {
+    /// An aufs whiteout (`.wh.NAME`, an empty file owned by root, mode 0),
+    /// as Docker's `ExportChanges` writes a delete.
+    pub(crate) fn whiteout(name: Vec<u8>, mtime: u64) -> Self {
+        Self {
+            name,
+            link: Vec::new(),
+            typeflag: b'0',
+            mode: 0,
+            uid: 0,
+            gid: 0,
+            mtime,
+            size: 0,
+            dev: (0, 0),
+            xattrs: Vec::new(),
+        }
+    }
 }
 
 /// Writes tar blocks, counting bytes.

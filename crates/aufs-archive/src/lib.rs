@@ -10,19 +10,21 @@
 //! - [`changes`]: what a layer changed against its parents (`docker diff`).
 //! - [`diff_size`]: Docker's `directory.Size`.
 //! - [`reproduce`]/[`TarSplitStore`]: the original tar, byte for byte.
-//! - [`changes_between`], [`changes_size`], [`export_changes`]: diffs between
-//!   two mounted union views, for an ancestor that is not the direct parent.
+//! - [`changes_between_views`], [`changes_size_view`], [`export_changes_view`]:
+//!   diffs between two in-process union views ([`UnionView`]) of layer
+//!   stacks, for an ancestor that is not the direct parent; nothing is mounted.
 //!
 //! All syscalls go through rustix's safe wrappers: the crate has no `unsafe`.
 
 mod apply;
 pub mod bench;
+mod born;
 mod changes;
 mod compress;
 mod error;
 mod export;
 mod fsops;
-mod idmap;
+mod numeric;
 mod reader;
 mod size;
 mod sparse;
@@ -31,11 +33,12 @@ mod views;
 mod walk;
 
 pub use apply::{apply_layer, ApplyOptions, ApplyReport};
+pub use aufs_model::{IdMap, IdMappings};
+pub use aufs_union::UnionView;
 pub use changes::{changes, Change, ChangeKind};
 pub use compress::{decompress, detect as detect_compression, Compression};
 pub use error::{ArchiveError, Result};
 pub use export::export_diff;
-pub use idmap::{to_host, IdMap};
 pub use size::diff_size;
 pub use tarsplit::{reproduce, verify, TarSplitStore};
-pub use views::{changes_between, changes_size, export_changes};
+pub use views::{changes_between_views, changes_size_view, export_changes_view};

@@ -288,7 +288,9 @@ impl<R: Read> TarReader<R> {
             ));
         }
         self.remaining -= n as u64;
-        self.crc.update(&buf[..n]);
+        if self.rec.is_some() {
+            self.crc.update(&buf[..n]);
+        }
         if self.inline {
             if let Some(rec) = &mut self.rec {
                 rec.inline(&buf[..n]).map_err(|e| {
@@ -387,9 +389,7 @@ impl<R: Read> TarReader<R> {
             self.current = raw_name.clone();
             check_checksum(&block, &raw_name)?;
             let typeflag = block[156];
-            let size = header
-                .entry_size()
-                .map_err(|e| ArchiveError::bad_entry(&raw_name, format!("bad size field: {e}")))?;
+            let size = unsigned_field(&block, SIZE, "size", &raw_name)?;
             match typeflag {
                 b'x' => {
                     let data = self.read_meta(size, &raw_name)?;
@@ -439,25 +439,27 @@ impl<R: Read> TarReader<R> {
                 .map(|c| c.into_owned())
                 .unwrap_or_default()
         });
-        let mode = header.mode().map_err(|e| bad("mode", e))?;
-        let mut uid = header.uid().map_err(|e| bad("uid", e))?;
-        let mut gid = header.gid().map_err(|e| bad("gid", e))?;
-        let mtime_raw = header.mtime().map_err(|e| bad("mtime", e))?;
+        let block = header.as_bytes();
+        let mode = u32::try_from(unsigned_field(block, MODE, "mode", &raw_name)?)
+            .map_err(|_| ArchiveError::bad_entry(&raw_name, "bad mode field: out of range"))?;
+        let mut uid = unsigned_field(block, UID, "uid", &raw_name)?;
+        let mut gid = unsigned_field(block, GID, "gid", &raw_name)?;
         let mut mtime = Time {
-            secs: i64::try_from(mtime_raw).unwrap_or(i64::MAX),
+            secs: signed_field(block, MTIME, "mtime", &raw_name)?,
             nsec: 0,
         };
         let mut atime = None;
         let (mut dev_major, mut dev_minor) = (0, 0);
-        if matches!(typeflag, b'3' | b'4') {
-            dev_major = header
-                .device_major()
-                .map_err(|e| bad("devmajor", e))?
-                .unwrap_or(0);
-            dev_minor = header
-                .device_minor()
-                .map_err(|e| bad("devminor", e))?
-                .unwrap_or(0);
+        if matches!(typeflag, b'3' | b'4')
+            && (header.as_ustar().is_some() || header.as_gnu().is_some())
+        {
+            let dev = |range, field| {
+                u32::try_from(unsigned_field(block, range, field, &raw_name)?).map_err(|_| {
+                    ArchiveError::bad_entry(&raw_name, format!("bad {field} field: out of range"))
+                })
+            };
+            dev_major = dev(DEV_MAJOR, "devmajor")?;
+            dev_minor = dev(DEV_MINOR, "devminor")?;
         }
         let mut xattrs = Vec::new();
         let mut sparse = None;
@@ -703,6 +705,44 @@ fn trim_nul(mut v: Vec<u8>) -> Vec<u8> {
 }
 
 /// Verifies a header checksum (unsigned sum, or the signed sum some old tars wrote).
+/// Byte ranges of the numeric fields of a header block.
+const MODE: std::ops::Range<usize> = 100..108;
+const UID: std::ops::Range<usize> = 108..116;
+const GID: std::ops::Range<usize> = 116..124;
+const SIZE: std::ops::Range<usize> = 124..136;
+const MTIME: std::ops::Range<usize> = 136..148;
+const DEV_MAJOR: std::ops::Range<usize> = 329..337;
+const DEV_MINOR: std::ops::Range<usize> = 337..345;
+
+/// A numeric header field as Go reads it (see [`crate::numeric`]).
+fn signed_field(
+    block: &[u8],
+    range: std::ops::Range<usize>,
+    field: &str,
+    name: &[u8],
+) -> Result<i64> {
+    crate::numeric::parse(&block[range.clone()]).ok_or_else(|| {
+        ArchiveError::bad_entry(
+            name,
+            format!(
+                "bad {field} field: {:?} is not a number",
+                String::from_utf8_lossy(&block[range])
+            ),
+        )
+    })
+}
+
+/// A numeric header field that may not be negative.
+fn unsigned_field(
+    block: &[u8],
+    range: std::ops::Range<usize>,
+    field: &str,
+    name: &[u8],
+) -> Result<u64> {
+    u64::try_from(signed_field(block, range, field, name)?)
+        .map_err(|_| ArchiveError::bad_entry(name, format!("bad {field} field: negative")))
+}
+
 fn check_checksum(block: &[u8; 512], name: &[u8]) -> Result<()> {
     let field = &block[148..156];
     let text: Vec<u8> = field

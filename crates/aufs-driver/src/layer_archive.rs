@@ -3,11 +3,12 @@
 //!
 //! With the direct parent (or none) these work on the layer's diff dir
 //! alone, as aufs needs no parent for them. With another ancestor they
-//! compare the two unions, as moby's `NaiveDiffDriver` does.
+//! compare the two unions, as moby's `NaiveDiffDriver` does, but read in
+//! process from the diff dirs: nothing is mounted.
 
 use crate::driver::Driver;
 use crate::error::{DriverError, Result};
-use aufs_archive::{ApplyOptions, Change, IdMap, TarSplitStore};
+use aufs_archive::{ApplyOptions, Change, TarSplitStore, UnionView};
 use aufs_model::LayerId;
 use camino::{Utf8Path, Utf8PathBuf};
 use std::io::{Read, Write};
@@ -19,16 +20,6 @@ pub struct ApplyOutcome {
     pub size: u64,
     /// `sha256:<hex>` of the uncompressed tarball: the layer's DiffID.
     pub diff_id: Option<String>,
-}
-
-fn archive_maps(maps: &[aufs_model::IdMap]) -> Vec<IdMap> {
-    maps.iter()
-        .map(|m| IdMap {
-            container_id: u64::from(m.container_id),
-            host_id: u64::from(m.host_id),
-            size: u64::from(m.size),
-        })
-        .collect()
 }
 
 impl Driver {
@@ -98,8 +89,7 @@ impl Driver {
                 .map_err(DriverError::io("create dir", dir.clone()))?;
         }
         let opts = ApplyOptions {
-            uid_map: archive_maps(&self.id_maps().uids),
-            gid_map: archive_maps(&self.id_maps().gids),
+            id_maps: self.id_maps().clone(),
             tar_split: Some(meta),
             chown: self.dir_owner().is_some(),
             staging_parent: Some(staging.clone()),
@@ -124,8 +114,9 @@ impl Driver {
         if !self.is_direct(id, parent)? {
             return self.with_views(id, parent, |old, new| {
                 let changes =
-                    aufs_archive::changes_between(old, new).map_err(Self::archive_err(id))?;
-                aufs_archive::export_changes(new, &changes, &mut out).map_err(Self::archive_err(id))
+                    aufs_archive::changes_between_views(old, new).map_err(Self::archive_err(id))?;
+                aufs_archive::export_changes_view(new, &changes, &mut out)
+                    .map_err(Self::archive_err(id))
             });
         }
         let diff = self.layout().diff_dir(id);
@@ -150,7 +141,7 @@ impl Driver {
     pub fn changes(&self, id: &LayerId, parent: Option<&LayerId>) -> Result<Vec<Change>> {
         if !self.is_direct(id, parent)? {
             return self.with_views(id, parent, |old, new| {
-                aufs_archive::changes_between(old, new).map_err(Self::archive_err(id))
+                aufs_archive::changes_between_views(old, new).map_err(Self::archive_err(id))
             });
         }
         let lowers = self.parent_diff_dirs(id)?;
@@ -166,34 +157,40 @@ impl Driver {
         if !self.is_direct(id, parent)? {
             return self.with_views(id, parent, |old, new| {
                 let changes =
-                    aufs_archive::changes_between(old, new).map_err(Self::archive_err(id))?;
-                aufs_archive::changes_size(new, &changes).map_err(Self::archive_err(id))
+                    aufs_archive::changes_between_views(old, new).map_err(Self::archive_err(id))?;
+                aufs_archive::changes_size_view(new, &changes).map_err(Self::archive_err(id))
             });
         }
         aufs_archive::diff_size(&self.layout().diff_dir(id)).map_err(Self::archive_err(id))
     }
 
-    /// Mounts the union of `id` and of `parent` (when given), runs `f` on
-    /// the two trees, and releases both, as the Go `NaiveDiffDriver` does.
+    /// The read-only union of a layer and its parents (its diff dir on
+    /// top), as its mount would show it.
+    fn union_view(&self, id: &LayerId) -> Result<UnionView> {
+        let top = self.layout().diff_dir(id);
+        let parents = self.parent_diff_dirs(id)?;
+        let branches: Vec<&Utf8Path> = std::iter::once(top.as_path())
+            .chain(parents.iter().map(Utf8PathBuf::as_path))
+            .collect();
+        UnionView::open(None, &branches).map_err(|source| {
+            Self::archive_err(id)(aufs_archive::ArchiveError::Union {
+                path: "/".into(),
+                source,
+            })
+        })
+    }
+
+    /// Runs `f` on the unions of `id` and of `parent` (when given), as the Go
+    /// `NaiveDiffDriver` does on the two mounts, without mounting: the views
+    /// are read from the diff dirs in process.
     fn with_views<T>(
         &self,
         id: &LayerId,
         parent: Option<&LayerId>,
-        f: impl FnOnce(Option<&Utf8Path>, &Utf8Path) -> Result<T>,
+        f: impl FnOnce(Option<&UnionView>, &UnionView) -> Result<T>,
     ) -> Result<T> {
-        let new = self.get(id, "")?;
-        let result = (|| {
-            let old = match parent {
-                Some(p) => Some(self.get(p, "")?),
-                None => None,
-            };
-            let r = f(old.as_deref(), &new);
-            if let Some(p) = parent {
-                self.put(p)?;
-            }
-            r
-        })();
-        self.put(id)?;
-        result
+        let new = self.union_view(id)?;
+        let old = parent.map(|p| self.union_view(p)).transpose()?;
+        f(old.as_ref(), &new)
     }
 }

@@ -17,16 +17,7 @@ fn render(c: &[Change]) -> Vec<String> {
 fn touch_dir_like(dst: &Utf8Path, src: &Utf8Path) {
     let md = fs::metadata(src).unwrap();
     fs::set_permissions(dst, fs::Permissions::from_mode(md.mode() & 0o7777)).unwrap();
-    let ts = rustix::fs::Timestamps {
-        last_access: rustix::fs::Timespec {
-            tv_sec: md.atime(),
-            tv_nsec: md.atime_nsec(),
-        },
-        last_modification: rustix::fs::Timespec {
-            tv_sec: md.mtime(),
-            tv_nsec: md.mtime_nsec(),
-        },
-    };
+    let ts = times_of(&md);
     rustix::fs::utimensat(
         rustix::fs::CWD,
         dst.as_str(),

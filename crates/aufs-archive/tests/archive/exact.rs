@@ -69,7 +69,13 @@ fn opts(meta: &Utf8Path) -> ApplyOptions {
 fn check_exact(s: &Scratch, label: &str, src: &Utf8Path, tar: &[u8]) {
     let diff = s.mkdir(&format!("diff-{label}"));
     let meta = s.path(&format!("meta-{label}"));
-    apply_layer(tar, &diff, &opts(&meta)).unwrap_or_else(|e| panic!("{label}: apply: {e}"));
+    let report =
+        apply_layer(tar, &diff, &opts(&meta)).unwrap_or_else(|e| panic!("{label}: apply: {e}"));
+    assert_eq!(
+        report.size,
+        aufs_archive::diff_size(&diff).unwrap(),
+        "{label}: counted diff size"
+    );
     let mut again = Vec::new();
     let n =
         reproduce(&meta, &diff, &mut again).unwrap_or_else(|e| panic!("{label}: reproduce: {e}"));

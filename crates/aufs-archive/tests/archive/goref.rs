@@ -8,7 +8,8 @@ use std::process::Command;
 use std::sync::OnceLock;
 
 use aufs_archive::{
-    apply_layer, changes, changes_between, changes_size, diff_size, export_diff, ApplyOptions,
+    apply_layer, changes, changes_between_views, changes_size_view, diff_size, export_diff,
+    ApplyOptions, UnionView,
 };
 use camino::Utf8Path;
 use proptest::prelude::*;
@@ -114,7 +115,10 @@ proptest! {
         prop_assume!(theirs.as_ref().map_or_else(|e| !e.contains("not a directory"), |_| true));
         let theirs = theirs.unwrap();
         prop_assert_eq!(sorted_lines(&ours.join("\n")), sorted_lines(&theirs));
-        let size = changes_size(&upper, &changes(&[&mid, &bottom], &upper).unwrap()).unwrap();
+        let size = changes_size_view(
+            &UnionView::open(None, &[&upper]).unwrap(),
+            &changes(&[&mid, &bottom], &upper).unwrap(),
+        ).unwrap();
         let go_size = go(&bin, &["changes-size", upper.as_str(), mid.as_str(), bottom.as_str()]);
         prop_assert_eq!(size.to_string(), go_size.trim());
     }
@@ -136,8 +140,24 @@ proptest! {
             }
         }
         build(&new, &docker_comparable(l2, false));
-        let ours: Vec<String> = changes_between(Some(&old), &new).unwrap().iter().map(|c| c.to_string()).collect();
+        let (old_view, new_view) = (UnionView::open(None, &[&old]).unwrap(), UnionView::open(None, &[&new]).unwrap());
+        let ours: Vec<String> = changes_between_views(Some(&old_view), &new_view).unwrap().iter().map(|c| c.to_string()).collect();
         let theirs = go(&bin, &["changes-dirs", new.as_str(), old.as_str()]);
+        prop_assert_eq!(sorted_lines(&ours.join("\n")), sorted_lines(&theirs));
+    }
+
+    #[test]
+    fn changes_between_stacked_views_match_docker_on_the_merged_trees(
+        l0 in layer(), l1 in layer(), l2 in layer(), l3 in layer()
+    ) {
+        let Some(bin) = goref("changes_between_stacked_views_match_docker_on_the_merged_trees") else { return Ok(()) };
+        let st = crate::views::Stack::new([l0, l1, l2, l3]);
+        let (old, new) = (st.old(), st.new_view());
+        let (old_copy, new_copy) = (st.s.mkdir("old-copy"), st.s.mkdir("new-copy"));
+        crate::views::materialize(&old, &old_copy);
+        crate::views::materialize(&new, &new_copy);
+        let ours: Vec<String> = changes_between_views(Some(&old), &new).unwrap().iter().map(|c| c.to_string()).collect();
+        let theirs = go(&bin, &["changes-dirs", new_copy.as_str(), old_copy.as_str()]);
         prop_assert_eq!(sorted_lines(&ours.join("\n")), sorted_lines(&theirs));
     }
 }

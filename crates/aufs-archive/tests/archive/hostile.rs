@@ -156,6 +156,28 @@ fn corpus(outside: &Utf8PathBuf) -> Vec<Case> {
         tar: RawTar::new().raw(&h, b"x").end(),
         error: Some("size"),
     });
+    // Garbage in fields that may be left empty: still refused.
+    for (field, value) in [("uid", *b"12x4\0\0\0\0"), ("mtime", *b" 1 2 \0\0\0")] {
+        let mut h = RawTar::header(b'0', format!("bad{field}").as_bytes(), 1);
+        match field {
+            "uid" => h.as_old_mut().uid = value,
+            _ => h.as_old_mut().mtime[..8].copy_from_slice(&value),
+        }
+        h.set_cksum();
+        cases.push(Case {
+            name: if field == "uid" {
+                "garbage uid field"
+            } else {
+                "garbage mtime field"
+            },
+            tar: RawTar::new().raw(&h, b"x").end(),
+            error: Some(if field == "uid" {
+                "bad uid field"
+            } else {
+                "bad mtime field"
+            }),
+        });
+    }
     // A PAX header of 2 MiB.
     let big = vec![b'a'; 2 << 20];
     let mut t = RawTar::new();

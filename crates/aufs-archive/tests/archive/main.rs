@@ -7,3 +7,4 @@ mod exact;
 mod goref;
 mod hostile;
 mod roundtrip;
+mod views;

@@ -5,7 +5,7 @@ use std::fs;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{symlink, PermissionsExt};
 
-use aufs_archive::{apply_layer, diff_size, export_diff, ApplyOptions, IdMap};
+use aufs_archive::{apply_layer, diff_size, export_diff, ApplyOptions, IdMap, IdMappings};
 use camino::{Utf8Path, Utf8PathBuf};
 use proptest::prelude::*;
 
@@ -281,6 +281,36 @@ fn aufs_pseudo_links_are_materialized() {
     assert!(!dst.join(".wh..wh.plnk").exists());
 }
 
+/// Go's archive/tar (Docker's reader) takes an all-NUL or all-space uid,
+/// gid or mtime as 0; so do we.
+#[test]
+fn empty_numeric_fields_read_as_zero_as_in_go() {
+    let s = Scratch::new();
+    let dst = s.mkdir("dst");
+    let mut t = RawTar::new();
+    for (name, fill) in [("nuls", 0u8), ("spaces", b' ')] {
+        let mut h = RawTar::header(b'0', name.as_bytes(), 1);
+        h.set_uid(1234);
+        h.set_gid(1234);
+        let old = h.as_old_mut();
+        old.uid = [fill; 8];
+        old.gid = [fill; 8];
+        old.mtime = [fill; 12];
+        h.set_cksum();
+        t.raw(&h, b"x");
+    }
+    let tar = t.end();
+    apply_layer(&tar[..], &dst, &no_sync()).unwrap();
+    for name in ["nuls", "spaces"] {
+        let md = fs::symlink_metadata(dst.join(name)).unwrap();
+        use std::os::unix::fs::MetadataExt;
+        assert_eq!(md.mtime(), 0, "{name}");
+        if is_root() {
+            assert_eq!((md.uid(), md.gid()), (0, 0), "{name}");
+        }
+    }
+}
+
 #[test]
 fn id_maps_shift_owners() {
     if skip_unless_root("id_maps_shift_owners") {
@@ -295,8 +325,10 @@ fn id_maps_shift_owners() {
         size: 65536,
     }];
     let opts = ApplyOptions {
-        uid_map: map.clone(),
-        gid_map: map,
+        id_maps: IdMappings {
+            uids: map.clone(),
+            gids: map,
+        },
         ..no_sync()
     };
     apply_layer(&tar[..], &dst, &opts).unwrap();
@@ -317,7 +349,10 @@ fn id_maps_shift_owners() {
         &tar[..],
         &s.mkdir("dst2"),
         &ApplyOptions {
-            uid_map: narrow,
+            id_maps: IdMappings {
+                uids: narrow,
+                gids: Vec::new(),
+            },
             ..no_sync()
         },
     )
@@ -427,9 +462,11 @@ proptest! {
         let mut tar = Vec::new();
         export_diff(&src, &mut tar).unwrap();
         let dst: Utf8PathBuf = s.mkdir("dst");
-        apply_layer(&tar[..], &dst, &no_sync()).unwrap();
+        let report = apply_layer(&tar[..], &dst, &no_sync()).unwrap();
         prop_assert_eq!(dump(&dst), dump(&src));
         prop_assert_eq!(diff_size(&dst).unwrap(), diff_size(&src).unwrap());
+        // Counted while applying, it must be what a walk measures.
+        prop_assert_eq!(report.size, diff_size(&dst).unwrap());
     }
 }
 
@@ -449,7 +486,7 @@ fn apply_creates_a_missing_diff_dir() {
 
 #[test]
 fn changes_between_views_export_as_whiteout_tarballs() {
-    use aufs_archive::{changes_between, changes_size, export_changes};
+    use aufs_archive::{changes_between_views, changes_size_view, export_changes_view, UnionView};
     let s = Scratch::new();
     let old = s.mkdir("old");
     write_file(&old.join("keep"), b"k");
@@ -463,7 +500,11 @@ fn changes_between_views_export_as_whiteout_tarballs() {
     fs::remove_file(new.join("dir/gone")).unwrap();
     write_file(&new.join("dir/mod"), b"changed");
     write_file(&new.join("added/file"), b"new!");
-    let ch = changes_between(Some(&old), &new).unwrap();
+    let (old, new) = (
+        UnionView::open(None, &[&old]).unwrap(),
+        UnionView::open(None, &[&new]).unwrap(),
+    );
+    let ch = changes_between_views(Some(&old), &new).unwrap();
     let lines: Vec<String> = ch.iter().map(|c| c.to_string()).collect();
     assert_eq!(
         lines,
@@ -475,9 +516,9 @@ fn changes_between_views_export_as_whiteout_tarballs() {
             "C /dir/mod"
         ]
     );
-    assert_eq!(changes_size(&new, &ch).unwrap(), 4 + 7);
+    assert_eq!(changes_size_view(&new, &ch).unwrap(), 4 + 7);
     let mut tar = Vec::new();
-    export_changes(&new, &ch, &mut tar).unwrap();
+    export_changes_view(&new, &ch, &mut tar).unwrap();
     let mut names = Vec::new();
     for e in tar::Archive::new(&tar[..]).entries().unwrap() {
         let e = e.unwrap();

@@ -62,6 +62,20 @@ fn xattrs(p: &Path) -> Vec<String> {
     out
 }
 
+/// The access and modification times of `md`, for `utimensat`.
+pub fn times_of(md: &fs::Metadata) -> rustix::fs::Timestamps {
+    rustix::fs::Timestamps {
+        last_access: rustix::fs::Timespec {
+            tv_sec: md.atime(),
+            tv_nsec: md.atime_nsec(),
+        },
+        last_modification: rustix::fs::Timespec {
+            tv_sec: md.mtime(),
+            tv_nsec: md.mtime_nsec(),
+        },
+    }
+}
+
 pub fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }

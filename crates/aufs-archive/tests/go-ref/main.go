@@ -6,11 +6,13 @@
 //	goref changes-dirs NEW [OLD]     archive.ChangesDirs, sorted
 //	goref size DIR                   directory.Size
 //	goref untar TAR DEST             archive.UntarUncompressed
+//	goref tar DIR                    archive.Tar (uncompressed) to stdout
 package main
 
 import (
 	"context"
 	"fmt"
+	"io"
 	"os"
 	"sort"
 
@@ -25,7 +27,7 @@ func die(err error) {
 
 func main() {
 	if len(os.Args) < 3 {
-		die(fmt.Errorf("usage: goref changes|changes-size|size|untar ARGS"))
+		die(fmt.Errorf("usage: goref changes|changes-size|changes-dirs|size|untar|tar ARGS"))
 	}
 	switch os.Args[1] {
 	case "changes", "changes-size":
@@ -67,6 +69,15 @@ func main() {
 		}
 		defer f.Close()
 		if err := archive.UntarUncompressed(f, os.Args[3], &archive.TarOptions{}); err != nil {
+			die(err)
+		}
+	case "tar":
+		rc, err := archive.Tar(os.Args[2], archive.Uncompressed)
+		if err != nil {
+			die(err)
+		}
+		defer rc.Close()
+		if _, err := io.Copy(os.Stdout, rc); err != nil {
 			die(err)
 		}
 	default:

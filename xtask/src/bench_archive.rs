@@ -1,0 +1,322 @@
+//! The `archive` group: applying and exporting a real root filesystem (a
+//! Debian minbase) with aufs-archive, side by side with GNU tar and with
+//! Docker's own `pkg/archive` (built offline from Debian's moby sources).
+//!
+//! All contenders write to the same filesystem: a fresh journaled ext4 image
+//! loop-mounted under the bench dir (the usual Docker host setting), or the
+//! bench dir itself where that cannot be mounted (then said in the output).
+//! Before each run its output dir is removed and everything is `sync`ed
+//! (untimed), so no run pays for another's writeback. GNU tar and Docker's
+//! Untar do not sync; ours is timed both as shipped (one `syncfs`) and
+//! without it.
+
+use crate::measure::{compare, sh, Contender, Outcome};
+use aufs_archive::{apply_layer, export_diff, ApplyOptions};
+use camino::{Utf8Path, Utf8PathBuf};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+fn q(p: &Path) -> String {
+    format!("'{}'", p.display())
+}
+
+fn utf8(p: &Path) -> Result<Utf8PathBuf, String> {
+    Utf8PathBuf::from_path_buf(p.to_path_buf()).map_err(|p| format!("{p:?}: not UTF-8"))
+}
+
+/// Builds (once) `dir/rootfs`, a Debian minbase made by debootstrap, or a
+/// copy of /usr/lib and /usr/share when that fails; returns it and what it is.
+fn rootfs(dir: &Path) -> Result<(PathBuf, String), String> {
+    let root = dir.join("rootfs");
+    let marker = root.join(".complete");
+    if !marker.exists() {
+        let tmp = dir.join("rootfs.tmp");
+        sh(&format!("rm -rf {}", q(&tmp)))?;
+        sh("command -v debootstrap >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap >/dev/null")?;
+        let made = sh(&format!(
+            "debootstrap --variant=minbase bookworm {} http://deb.debian.org/debian > {} 2>&1",
+            q(&tmp),
+            q(&dir.join("debootstrap.log"))
+        ));
+        let source = match made {
+            Ok(()) => "debootstrap --variant=minbase bookworm".to_string(),
+            Err(e) => {
+                eprintln!(
+                    "bench archive: debootstrap failed ({e}); using a copy of /usr/lib and /usr/share instead"
+                );
+                sh(&format!(
+                    "rm -rf {t} && mkdir -p {t}/usr && cp -a /usr/share /usr/lib {t}/usr/",
+                    t = q(&tmp)
+                ))?;
+                "copy of /usr/lib + /usr/share (debootstrap failed)".to_string()
+            }
+        };
+        sh(&format!(
+            "rm -rf {r} && mv {t} {r} && echo {s:?} > {r}/.complete",
+            r = q(&root),
+            t = q(&tmp),
+            s = source
+        ))?;
+    }
+    let source = std::fs::read_to_string(&marker)
+        .map_err(|e| e.to_string())?
+        .trim()
+        .to_string();
+    Ok((root, source))
+}
+
+/// `tar --format=pax` of the rootfs (once).
+fn tarball(dir: &Path, root: &Path) -> Result<PathBuf, String> {
+    let tar = dir.join("rootfs-pax.tar");
+    if !tar.exists() {
+        sh(&format!(
+            "tar --format=pax -C {} --exclude=./.complete -cf {}.tmp . && mv {1}.tmp {1}",
+            q(root),
+            q(&tar)
+        ))?;
+    }
+    Ok(tar)
+}
+
+/// Where the contenders write: a loop-mounted ext4 image when possible.
+struct WorkFs {
+    dir: PathBuf,
+    mounted: bool,
+    what: String,
+}
+
+impl WorkFs {
+    fn open(bench: &Path) -> Result<Self, String> {
+        let dir = bench.join("archive-fs");
+        let img = bench.join("archive-fs.img");
+        let _ = sh(&format!("umount {} 2>/dev/null", q(&dir)));
+        sh(&format!("rm -rf {0} && mkdir -p {0}", q(&dir)))?;
+        let mounted = sh(&format!(
+            "rm -f {i} && truncate -s 6G {i} && mkfs.ext4 -q -F {i} && mount -o loop {i} {d}",
+            i = q(&img),
+            d = q(&dir)
+        ));
+        Ok(match mounted {
+            Ok(()) => WorkFs {
+                dir,
+                mounted: true,
+                what: "a fresh ext4 image (journaled, mkfs defaults), loop-mounted".into(),
+            },
+            Err(e) => {
+                eprintln!("bench archive: no loop-mounted ext4 ({e}); writing into the bench dir");
+                WorkFs {
+                    dir,
+                    mounted: false,
+                    what: "the bench dir's own filesystem (no loop mount possible)".into(),
+                }
+            }
+        })
+    }
+}
+
+impl Drop for WorkFs {
+    fn drop(&mut self) {
+        if self.mounted {
+            // The image is made afresh by every run: do not keep its GiBs.
+            let img = self.dir.with_extension("img");
+            let _ = sh(&format!("umount {} && rm -f {}", q(&self.dir), q(&img)));
+        }
+    }
+}
+
+/// Builds Docker's reference helper (tests/go-ref of aufs-archive) offline
+/// against Debian's moby sources; `None`, with the reason printed, without
+/// them.
+fn go_ref(bench: &Path) -> Option<PathBuf> {
+    let src_root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()?
+        .join("crates/aufs-archive/tests/go-ref/main.go");
+    let dir = bench.join("goref");
+    let build = || -> Result<PathBuf, String> {
+        sh("command -v go >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq golang-go golang-github-docker-docker-dev >/dev/null")?;
+        let src = dir.join("src/goref");
+        std::fs::create_dir_all(&src).map_err(|e| e.to_string())?;
+        std::fs::copy(&src_root, src.join("main.go")).map_err(|e| e.to_string())?;
+        let bin = dir.join("goref");
+        sh(&format!(
+            "cd {s} && GO111MODULE=off GOFLAGS= GOPATH={d}:/usr/share/gocode GOCACHE={d}/cache go build -o {b} .",
+            s = q(&src),
+            d = dir.display(),
+            b = q(&bin)
+        ))?;
+        Ok(bin)
+    };
+    match build() {
+        Ok(b) => Some(b),
+        Err(e) => {
+            eprintln!("bench archive: Docker's pkg/archive not compared: {e}");
+            None
+        }
+    }
+}
+
+fn fresh(dir: &Path) -> Result<(), String> {
+    sh(&format!("rm -rf {0} && mkdir -p {0} && sync", q(dir)))
+}
+
+fn ours_apply<'a>(
+    label: &str,
+    tar: &'a Path,
+    out: PathBuf,
+    opts: ApplyOptions,
+) -> Result<Contender<'a>, String> {
+    let out_u = utf8(&out)?;
+    Ok(Contender {
+        label: label.into(),
+        setup: Box::new(move || fresh(&out)),
+        run: Box::new(move || {
+            let diff = out_u.join("diff");
+            let mut o = opts.clone();
+            if o.tar_split.is_some() {
+                o.tar_split = Some(out_u.join("tar-split.gz"));
+            }
+            let f = std::fs::File::open(tar).map_err(|e| e.to_string())?;
+            apply_layer(f, &diff, &o).map_err(|e| e.to_string())?;
+            Ok(())
+        }),
+    })
+}
+
+fn shell<'a>(label: &str, out: PathBuf, cmd: String) -> Contender<'a> {
+    Contender {
+        label: label.into(),
+        setup: Box::new(move || fresh(&out)),
+        run: Box::new(move || sh(&cmd)),
+    }
+}
+
+/// Exports `dir` into `cat > /dev/null` (a pipe, as GNU tar's output is:
+/// GNU tar skips reading files when it writes to /dev/null itself).
+fn export_to_pipe(dir: &Utf8Path) -> Result<(), String> {
+    let mut cat = Command::new("cat")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .map_err(|e| e.to_string())?;
+    let stdin = cat.stdin.take().ok_or("no stdin")?;
+    export_diff(dir, stdin).map_err(|e| e.to_string())?;
+    let st = cat.wait().map_err(|e| e.to_string())?;
+    if st.success() {
+        Ok(())
+    } else {
+        Err(format!("cat: {st}"))
+    }
+}
+
+/// Apply and export of the rootfs tarball; one outcome per variant of ours.
+pub fn bench_archive(bench: &Path, runs: usize) -> Result<Vec<Outcome>, String> {
+    let (root, source) = rootfs(bench)?;
+    let tar = tarball(bench, &root)?;
+    let work = WorkFs::open(bench)?;
+    let go = go_ref(bench);
+    let tar_mb = std::fs::metadata(&tar).map_err(|e| e.to_string())?.len() >> 20;
+    eprintln!(
+        "bench archive: rootfs = {source}; tarball {tar_mb} MiB; target = {}",
+        work.what
+    );
+    let w = |n: &str| work.dir.join(n);
+    let shipped = ApplyOptions {
+        tar_split: Some(Utf8PathBuf::from("set-per-run")),
+        ..ApplyOptions::default()
+    };
+    let mut contenders = vec![
+        ours_apply(
+            "aufs-archive (syncfs, digest, tar-split)",
+            &tar,
+            w("ours-shipped"),
+            shipped.clone(),
+        )?,
+        ours_apply(
+            "aufs-archive (no sync; digest, tar-split)",
+            &tar,
+            w("ours-nosync"),
+            ApplyOptions {
+                sync: false,
+                ..shipped.clone()
+            },
+        )?,
+        ours_apply(
+            "aufs-archive (untar only: no sync, digest, tar-split)",
+            &tar,
+            w("ours-untar"),
+            ApplyOptions {
+                sync: false,
+                digest: false,
+                tar_split: None,
+                ..ApplyOptions::default()
+            },
+        )?,
+        shell(
+            "GNU tar -xf",
+            w("gnu-tar"),
+            format!("tar -xf {} -C {}", q(&tar), q(&w("gnu-tar"))),
+        ),
+    ];
+    let ours_count = 3;
+    if let Some(g) = &go {
+        contenders.push(shell(
+            "Docker pkg/archive.Untar (Go)",
+            w("docker"),
+            format!("{} untar {} {}", q(g), q(&tar), q(&w("docker"))),
+        ));
+    }
+    let all = compare(
+        &format!("apply rootfs tar ({tar_mb} MiB)"),
+        runs,
+        false,
+        contenders,
+    )?;
+    let mut outcomes = Vec::new();
+    for i in 0..ours_count {
+        let mut medians = vec![all.medians[i].clone()];
+        medians.extend(all.medians[ours_count..].iter().cloned());
+        outcomes.push(Outcome {
+            name: all.name.clone(),
+            medians,
+        });
+    }
+
+    // Export: the applied rootfs (warm cache) as a tar into a pipe.
+    let src = utf8(&w("export-src"))?;
+    fresh(src.as_std_path())?;
+    apply_layer(
+        std::fs::File::open(&tar).map_err(|e| e.to_string())?,
+        &src.join("diff"),
+        &ApplyOptions::default(),
+    )
+    .map_err(|e| e.to_string())?;
+    let diff = src.join("diff");
+    let mut contenders = vec![
+        Contender {
+            label: "aufs-archive export_diff, piped to cat".into(),
+            setup: Box::new(|| Ok(())),
+            run: Box::new(|| export_to_pipe(&diff)),
+        },
+        Contender {
+            label: "GNU tar -cf -, piped to cat".into(),
+            setup: Box::new(|| Ok(())),
+            run: Box::new(|| {
+                sh(&format!(
+                    "tar -C {} -cf - . | cat > /dev/null",
+                    q(diff.as_std_path())
+                ))
+            }),
+        },
+    ];
+    if let Some(g) = &go {
+        let cmd = format!("{} tar {} | cat > /dev/null", q(g), q(diff.as_std_path()));
+        contenders.push(Contender {
+            label: "Docker pkg/archive.Tar (Go), piped to cat".into(),
+            setup: Box::new(|| Ok(())),
+            run: Box::new(move || sh(&cmd)),
+        });
+    }
+    outcomes.push(compare("export rootfs diff dir", runs, false, contenders)?);
+    drop(work);
+    Ok(outcomes)
+}
