@@ -18,23 +18,35 @@ trap '"$ctl" --root "$root" cleanup >/dev/null 2>&1 || true; rm -rf "$root"' EXI
 run() { echo "\$ aufsctl $*"; "$ctl" --root "$root" "$@"; }
 
 run status
+# A base layer from a tarball, as `docker load` would give it.
+src="$root.src"; mkdir -p "$src/etc" "$src/usr/bin"
+echo hello > "$src/etc/greeting"; echo 'echo hi' > "$src/usr/bin/hi"; chmod 755 "$src/usr/bin/hi"
+tar --format=pax -C "$src" -cf "$root.tar" . && rm -rf "$src"
 run create base
+run apply base "$root.tar"
+echo "\$ aufsctl diff base | cmp - base.tar   # the original bytes, so digests verify"
+"$ctl" --root "$root" diff base | cmp - "$root.tar" && echo "identical"
 run create app --parent base
+echo 'echo app' > "$root/diff/app/app.sh"; touch "$root/diff/app/.wh.usr"
 run create-rw container --parent app
 run ls
 run --json ls
 echo "\$ cat $root/layers/container"; cat "$root/layers/container"
-if "$ctl" --root "$root" help 2>/dev/null | grep -q '^  mount'; then
-  if [ "$(id -u)" = 0 ]; then
-    echo hello > "$root/diff/base/greeting"
-    mnt=$(run mount container | tail -n1)
-    echo "$mnt"
-    echo "\$ cat $mnt/greeting"; cat "$mnt/greeting"
-    run unmount container
-  else
-    echo "(not root: skipping the union mount part of the demo)"
-  fi
+if [ "$(id -u)" = 0 ]; then
+  echo "\$ aufsctl mount container"
+  mnt=$("$ctl" --root "$root" mount container)
+  echo "$mnt"
+  echo "\$ ls $mnt"; ls "$mnt"
+  echo "\$ cat $mnt/etc/greeting"; cat "$mnt/etc/greeting"
+  echo changed > "$mnt/etc/greeting"
+  run changes container
+  run diff-size container
+  run unmount container
+else
+  echo "(not root: skipping the union mount part of the demo)"
 fi
+run changes app
 run rm container
 run exists container || echo "(exit $?: container is gone)"
 run status
+rm -f "$root.tar"
