@@ -7,8 +7,10 @@
 //! bench dir itself where that cannot be mounted (then said in the output).
 //! Before each run its output dir is removed and everything is `sync`ed
 //! (untimed), so no run pays for another's writeback. GNU tar and Docker's
-//! Untar do not sync; ours is timed both as shipped (one `syncfs`) and
-//! without it.
+//! Untar do not sync by themselves: each is timed as is and followed by
+//! `sync -f` (a `syncfs` of the target filesystem, as durable as our shipped
+//! apply); ours is timed as shipped (one `syncfs`) and without it. Durable
+//! runs are compared with durable peers, the others with the peers as is.
 
 use crate::measure::{compare, sh, Contender, Outcome};
 use aufs_archive::{apply_layer, export_diff, ApplyOptions};
@@ -256,14 +258,37 @@ pub fn bench_archive(bench: &Path, runs: usize) -> Result<Vec<Outcome>, String> 
             w("gnu-tar"),
             format!("tar -xf {} -C {}", q(&tar), q(&w("gnu-tar"))),
         ),
+        shell(
+            "GNU tar -xf && sync -f",
+            w("gnu-tar-sync"),
+            format!(
+                "tar -xf {t} -C {d} && sync -f {d}",
+                t = q(&tar),
+                d = q(&w("gnu-tar-sync"))
+            ),
+        ),
     ];
-    let ours_count = 3;
+    // Indices of the peers: (as is, followed by syncfs).
+    let mut plain = vec![3];
+    let mut durable = vec![4];
     if let Some(g) = &go {
         contenders.push(shell(
             "Docker pkg/archive.Untar (Go)",
             w("docker"),
             format!("{} untar {} {}", q(g), q(&tar), q(&w("docker"))),
         ));
+        contenders.push(shell(
+            "Docker pkg/archive.Untar (Go) && sync -f",
+            w("docker-sync"),
+            format!(
+                "{g} untar {t} {d} && sync -f {d}",
+                g = q(g),
+                t = q(&tar),
+                d = q(&w("docker-sync"))
+            ),
+        ));
+        plain.push(5);
+        durable.push(6);
     }
     let all = compare(
         &format!("apply rootfs tar ({tar_mb} MiB)"),
@@ -271,15 +296,17 @@ pub fn bench_archive(bench: &Path, runs: usize) -> Result<Vec<Outcome>, String> 
         false,
         contenders,
     )?;
-    let mut outcomes = Vec::new();
-    for i in 0..ours_count {
-        let mut medians = vec![all.medians[i].clone()];
-        medians.extend(all.medians[ours_count..].iter().cloned());
-        outcomes.push(Outcome {
-            name: all.name.clone(),
-            medians,
-        });
-    }
+    // Shipped (durable) against durable peers first, then against the peers
+    // as is; the runs without sync against the peers as is.
+    let pick = |ours: usize, peers: &[usize]| Outcome {
+        name: all.name.clone(),
+        medians: std::iter::once(ours)
+            .chain(peers.iter().copied())
+            .map(|i| all.medians[i].clone())
+            .collect(),
+    };
+    let shipped_peers: Vec<usize> = durable.iter().chain(&plain).copied().collect();
+    let mut outcomes = vec![pick(0, &shipped_peers), pick(1, &plain), pick(2, &plain)];
 
     // Export: the applied rootfs (warm cache) as a tar into a pipe.
     let src = utf8(&w("export-src"))?;

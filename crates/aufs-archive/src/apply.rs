@@ -6,6 +6,7 @@ use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::FileExt;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::sync_channel;
 
 use aufs_model::whiteout::{
     WHITEOUT_LINK_DIR, WHITEOUT_META_PREFIX, WHITEOUT_OPAQUE_DIR, WHITEOUT_PREFIX,
@@ -17,6 +18,7 @@ use rustix::fs::{AtFlags, FileType, Mode, OFlags, RenameFlags};
 use crate::born::{creation_mode, Born, Parents};
 use crate::error::{lossy, ArchiveError, Result};
 use crate::fsops::{remove_at, timestamps, Root, Target};
+use crate::pipe::{self, BlockReader};
 use crate::reader::{Entry, Kind, Sparse, TarReader, Time};
 use crate::tarsplit::{Recorder, TarSplitWriter};
 use crate::walk::read_names;
@@ -74,7 +76,8 @@ pub struct ApplyReport {
 /// with `renameat2(RENAME_EXCHANGE)`; on any error the diff dir is left as it
 /// was. aufs whiteouts (`.wh.NAME`, `.wh..wh..opq`) are kept as files;
 /// overlay-style whiteouts are converted to them. No entry can touch anything
-/// outside the staging tree.
+/// outside the staging tree. The calling thread reads, decompresses and
+/// hashes `input`; a second (scoped) thread writes the tree meanwhile.
 pub fn apply_layer(
     input: impl Read,
     diff_dir: &Utf8Path,
@@ -90,11 +93,10 @@ pub fn apply_layer(
         .map(|p| Utf8PathBuf::from(format!("{p}.tmp-{}", std::process::id())));
     let result = (|| {
         let rec: Option<Box<dyn Recorder>> = match &split_tmp {
-            Some(tmp) => Some(Box::new(TarSplitWriter::create(tmp)?)),
+            Some(tmp) => Some(Box::new(TarSplitWriter::create(tmp, opts.sync)?)),
             None => None,
         };
-        let applier = Applier::new(&staging, opts, stream, rec)?;
-        let report = applier.run()?;
+        let report = apply_pipelined(&staging, opts, stream, rec, &span, diff_dir)?;
         if opts.sync {
             let fd = staging
                 .root
@@ -164,6 +166,41 @@ pub fn apply_layer(
         "layer applied"
     );
     Ok(report)
+}
+
+/// Runs the applier on its own thread, fed by [`pipe::pump`] on this one
+/// (which reads, decompresses and hashes: the input need not be `Send`).
+fn apply_pipelined(
+    staging: &Staging,
+    opts: &ApplyOptions,
+    stream: impl Read,
+    rec: Option<Box<dyn Recorder>>,
+    span: &tracing::Span,
+    diff_dir: &Utf8Path,
+) -> Result<ApplyReport> {
+    let (tx, rx) = sync_channel(pipe::IN_FLIGHT);
+    let (back_tx, back_rx) = sync_channel(pipe::IN_FLIGHT);
+    std::thread::scope(|s| {
+        let applying = std::thread::Builder::new()
+            .name("aufs-apply".into())
+            .spawn_scoped(s, move || {
+                let _g = span.enter();
+                Applier::new(staging, opts, BlockReader::new(rx, back_tx), rec)?.run()
+            })
+            .map_err(|e| ArchiveError::io("starting the applying thread", diff_dir, e))?;
+        let pumped = pipe::pump(stream, opts.digest, tx, back_rx);
+        let mut report = match applying.join() {
+            Ok(r) => r?,
+            Err(panic) => std::panic::resume_unwind(panic),
+        };
+        report.diff_id = pumped.digest.map(|d| {
+            format!(
+                "sha256:{}",
+                d.iter().map(|b| format!("{b:02x}")).collect::<String>()
+            )
+        });
+        Ok(report)
+    })
 }
 
 static STAGING_SEQ: AtomicU64 = AtomicU64::new(0);
@@ -514,7 +551,7 @@ impl<'a, R: Read> Applier<'a, R> {
         Ok(Self {
             staging,
             opts,
-            rd: TarReader::new(input, opts.digest, rec),
+            rd: TarReader::new(input, rec),
             dirs: Vec::new(),
             plnk: HashMap::new(),
             recorded: HashMap::new(),
@@ -543,7 +580,6 @@ impl<'a, R: Read> Applier<'a, R> {
         }
         let crate::reader::Finished {
             tar_bytes,
-            digest,
             recorder: rec,
         } = self.rd.finish()?;
         if let Some(rec) = rec {
@@ -571,12 +607,8 @@ impl<'a, R: Read> Applier<'a, R> {
         Ok(ApplyReport {
             size,
             tar_bytes,
-            diff_id: digest.map(|d| {
-                format!(
-                    "sha256:{}",
-                    d.iter().map(|b| format!("{b:02x}")).collect::<String>()
-                )
-            }),
+            // Filled in from the reading thread's hash.
+            diff_id: None,
             entries: self.entries,
             skipped_devices: self.skipped_devices,
         })
@@ -658,38 +690,24 @@ impl<'a, R: Read> Applier<'a, R> {
             .get(&self.staging.root, dir_rel, self.root_owner)
             .map_err(|err| ArchiveError::entry_io(&e.name, "resolving parent directory", err))?;
         let pfd = parent.fd.as_fd();
-        // Replace what is there, unless both are directories (then merge metadata).
-        let mut existed_dir = false;
-        match rustix::fs::statat(pfd, base, AtFlags::SYMLINK_NOFOLLOW) {
-            Ok(st) => {
-                let is_dir = FileType::from_raw_mode(st.st_mode) == FileType::Directory;
-                if is_dir && e.kind == Kind::Dir {
-                    existed_dir = true;
-                } else {
-                    // Resolved directories may go with it; sizes no longer add up.
-                    self.parents.clear();
-                    self.size = None;
-                    if let Some(id) = self.recorded.remove(&(st.st_dev, st.st_ino)) {
-                        // Its content is part of the original bytes: keep it aside.
-                        rustix::fs::renameat(pfd, base, &self.staging.shadow, id.to_string())
-                            .map_err(|err| {
-                                ArchiveError::entry_io(&e.name, "keeping replaced content", err)
-                            })?;
-                        self.rd.record_shadow(id)?;
-                    } else {
-                        remove_at(pfd, base, is_dir).map_err(|err| {
-                            ArchiveError::entry_io(&e.name, "removing existing entry", err)
-                        })?;
-                    }
-                }
-            }
-            Err(rustix::io::Errno::NOENT) => {}
-            Err(err) => return Err(ArchiveError::entry_io(&e.name, "lstat", err)),
-        }
         self.entries += 1;
         match e.kind {
             Kind::File => {
-                let (f, len) = self.create_file(pfd, base, &e, Some(&rel), e.mode)?;
+                // Created before its content is read, so EEXIST can still be handled.
+                let created = self.create_at(pfd, base, &e, "creating file", || {
+                    rustix::fs::openat(
+                        pfd,
+                        base,
+                        OFlags::WRONLY
+                            | OFlags::CREATE
+                            | OFlags::EXCL
+                            | OFlags::NOFOLLOW
+                            | OFlags::CLOEXEC,
+                        creation_mode(e.mode),
+                    )
+                })?;
+                let f = File::from(created.expect("only directories merge"));
+                let (f, len) = self.write_file(f, &e, Some(&rel))?;
                 self.add_size(len);
                 if let Some(id) = self.rd.file_id() {
                     let st = rustix::fs::fstat(&f)
@@ -700,12 +718,11 @@ impl<'a, R: Read> Applier<'a, R> {
                 self.finish_meta(Target::Fd(f.as_fd()), &e, ids, true, Some(born))?;
             }
             Kind::Dir => {
-                let mut born = None;
-                if !existed_dir {
+                let made = self.create_at(pfd, base, &e, "mkdir", || {
                     rustix::fs::mkdirat(pfd, base, creation_mode(e.mode))
-                        .map_err(|err| ArchiveError::entry_io(&e.name, "mkdir", err))?;
-                    born = Some(Born::new(&parent, e.mode, self.umask, true));
-                }
+                })?;
+                // An existing directory is merged into: its metadata is set, not known.
+                let born = made.map(|()| Born::new(&parent, e.mode, self.umask, true));
                 let fd = rustix::fs::openat(
                     pfd,
                     base,
@@ -734,17 +751,21 @@ impl<'a, R: Read> Applier<'a, R> {
                         format!("invalid symlink target {:?}", lossy(&e.link)),
                     ));
                 }
-                rustix::fs::symlinkat(e.link.as_slice(), pfd, base)
-                    .map_err(|err| ArchiveError::entry_io(&e.name, "symlink", err))?;
+                self.create_at(pfd, base, &e, "symlink", || {
+                    rustix::fs::symlinkat(e.link.as_slice(), pfd, base)
+                })?;
                 self.add_size(e.link.len() as u64);
                 let born = Born::new(&parent, 0o777, self.umask, false);
                 self.finish_meta(Target::At(pfd, base), &e, ids, true, Some(born))?;
             }
             Kind::HardLink => {
+                // Rare: the name is cleared first (the target is resolved after).
+                self.make_room(pfd, base, &e)?;
                 let copied = self.hardlink(pfd, base, &e)?;
                 self.add_size(copied);
             }
             Kind::Char | Kind::Block | Kind::Fifo => {
+                self.make_room(pfd, base, &e)?;
                 let ft = match e.kind {
                     Kind::Char => FileType::CharacterDevice,
                     Kind::Block => FileType::BlockDevice,
@@ -768,6 +789,62 @@ impl<'a, R: Read> Applier<'a, R> {
             }
         }
         Ok(())
+    }
+
+    /// Runs `create` for `base` in `dir`; when the name is taken, makes room
+    /// (see [`Self::make_room`]) and runs it again. `None` when the entry is a
+    /// directory and a directory is already there: it is merged into. New
+    /// layers never pay for a lookup this way.
+    fn create_at<T>(
+        &mut self,
+        dir: BorrowedFd<'_>,
+        base: &[u8],
+        e: &Entry,
+        op: &'static str,
+        mut create: impl FnMut() -> rustix::io::Result<T>,
+    ) -> Result<Option<T>> {
+        match create() {
+            Err(rustix::io::Errno::EXIST) => {}
+            other => {
+                return other
+                    .map(Some)
+                    .map_err(|err| ArchiveError::entry_io(&e.name, op, err))
+            }
+        }
+        if self.make_room(dir, base, e)? {
+            return Ok(None);
+        }
+        create()
+            .map(Some)
+            .map_err(|err| ArchiveError::entry_io(&e.name, op, err))
+    }
+
+    /// Clears `base` in `dir` for entry `e`: whatever is there is removed
+    /// (a recorded file's content is kept aside), except a directory when `e`
+    /// is one too: then `true`, and the two merge.
+    fn make_room(&mut self, dir: BorrowedFd<'_>, base: &[u8], e: &Entry) -> Result<bool> {
+        let st = match rustix::fs::statat(dir, base, AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(st) => st,
+            Err(rustix::io::Errno::NOENT) => return Ok(false),
+            Err(err) => return Err(ArchiveError::entry_io(&e.name, "lstat", err)),
+        };
+        let is_dir = FileType::from_raw_mode(st.st_mode) == FileType::Directory;
+        if is_dir && e.kind == Kind::Dir {
+            return Ok(true);
+        }
+        // Resolved directories may go with it; sizes no longer add up.
+        self.parents.clear();
+        self.size = None;
+        if let Some(id) = self.recorded.remove(&(st.st_dev, st.st_ino)) {
+            // Its content is part of the original bytes: keep it aside.
+            rustix::fs::renameat(dir, base, &self.staging.shadow, id.to_string())
+                .map_err(|err| ArchiveError::entry_io(&e.name, "keeping replaced content", err))?;
+            self.rd.record_shadow(id)?;
+        } else {
+            remove_at(dir, base, is_dir)
+                .map_err(|err| ArchiveError::entry_io(&e.name, "removing existing entry", err))?;
+        }
+        Ok(false)
     }
 
     fn add_size(&mut self, len: u64) {
@@ -814,17 +891,9 @@ impl<'a, R: Read> Applier<'a, R> {
         Ok(())
     }
 
-    /// Creates a regular file and writes the entry's content into it (sparse-aware).
+    /// Writes the entry's content into the new file `f` (sparse-aware).
     /// `record` is the file's path in the layer, for exact-bytes metadata.
-    fn create_file(
-        &mut self,
-        dir: BorrowedFd<'_>,
-        base: &[u8],
-        e: &Entry,
-        record: Option<&[u8]>,
-        perm: u32,
-    ) -> Result<(File, u64)> {
-        let mut f = create_new(dir, base, &e.name, perm)?;
+    fn write_file(&mut self, mut f: File, e: &Entry, record: Option<&[u8]>) -> Result<(File, u64)> {
         let mut len = e.size;
         let werr = |err: io::Error| ArchiveError::entry_io(&e.name, "writing file", err);
         match &e.sparse {
@@ -936,7 +1005,8 @@ impl<'a, R: Read> Applier<'a, R> {
             .try_clone()
             .map_err(|err| ArchiveError::entry_io(&e.name, "dup", err))?;
         let _ = rustix::fs::unlinkat(&plnk, stash_name.as_str(), AtFlags::empty());
-        self.create_file(plnk.as_fd(), stash_name.as_bytes(), &e, None, 0o600)?;
+        let f = create_new(plnk.as_fd(), stash_name.as_bytes(), &e.name, 0o600)?;
+        self.write_file(f, &e, None)?;
         self.plnk.insert(
             key,
             PlnkFile {

@@ -36,6 +36,8 @@ pub(crate) struct Parent {
 #[derive(Debug, Default)]
 pub(crate) struct Parents {
     map: HashMap<Vec<u8>, Rc<Parent>>,
+    /// The effective uid and gid, asked once.
+    ids: Option<(u32, u32)>,
 }
 
 impl Parents {
@@ -53,12 +55,13 @@ impl Parents {
         let fd = root.ensure_dir(rel, create_owner)?;
         let st = rustix::fs::fstat(&fd)?;
         let setgid = st.st_mode & 0o2000 != 0;
-        let euid = rustix::process::geteuid().as_raw();
-        let gid = if setgid {
-            st.st_gid
-        } else {
-            rustix::process::getegid().as_raw()
-        };
+        let (euid, egid) = *self.ids.get_or_insert_with(|| {
+            (
+                rustix::process::geteuid().as_raw(),
+                rustix::process::getegid().as_raw(),
+            )
+        });
+        let gid = if setgid { st.st_gid } else { egid };
         let parent = Rc::new(Parent {
             fd,
             owner: (euid, gid),

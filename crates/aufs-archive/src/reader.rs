@@ -8,8 +8,7 @@
 
 use std::io::{self, Read};
 
-use sha2::{Digest as _, Sha256};
-
+use crate::crc64::Crc64;
 use crate::error::{lossy, ArchiveError, Result};
 use crate::tarsplit::Recorder;
 
@@ -70,11 +69,10 @@ pub(crate) struct Entry {
     pub sparse: Option<Sparse>,
 }
 
-/// Counts and (optionally) hashes the raw tar stream.
+/// Counts the raw tar stream.
 struct Source<R> {
     inner: R,
     offset: u64,
-    sha: Option<Sha256>,
 }
 
 impl<R: Read> Source<R> {
@@ -82,9 +80,6 @@ impl<R: Read> Source<R> {
         loop {
             match self.inner.read(buf) {
                 Ok(n) => {
-                    if let Some(sha) = &mut self.sha {
-                        sha.update(&buf[..n]);
-                    }
                     self.offset += n as u64;
                     return Ok(n);
                 }
@@ -127,31 +122,24 @@ pub(crate) struct TarReader<R> {
     file_open: bool,
     /// Content bytes go to the recorder inline (not reproducible from the diff dir).
     inline: bool,
-    crc: crc::Digest<'static, u64, crc::Table<16>>,
+    crc: Crc64,
     done: bool,
     /// Id of the file record begun for the current entry (ids count records with a path).
     file_id: Option<u64>,
     next_file_id: u64,
 }
 
-pub(crate) static CRC64: crc::Crc<u64, crc::Table<16>> =
-    crc::Crc::<u64, crc::Table<16>>::new(&crc::CRC_64_GO_ISO);
-
 impl<R: Read> TarReader<R> {
-    pub(crate) fn new(inner: R, digest: bool, rec: Option<Box<dyn Recorder>>) -> Self {
+    pub(crate) fn new(inner: R, rec: Option<Box<dyn Recorder>>) -> Self {
         Self {
-            src: Source {
-                inner,
-                offset: 0,
-                sha: digest.then(Sha256::new),
-            },
+            src: Source { inner, offset: 0 },
             rec,
             remaining: 0,
             padding: 0,
             current: Vec::new(),
             file_open: false,
             inline: false,
-            crc: CRC64.digest(),
+            crc: Crc64::new(),
             done: false,
             file_id: None,
             next_file_id: 0,
@@ -216,7 +204,7 @@ impl<R: Read> TarReader<R> {
         }
         self.file_open = true;
         self.inline = false;
-        self.crc = CRC64.digest();
+        self.crc = Crc64::new();
         let window = self.remaining;
         if let Some(rec) = &mut self.rec {
             rec.file_begin(path, window, real_size).map_err(|e| {
@@ -330,7 +318,7 @@ impl<R: Read> TarReader<R> {
             }
         }
         if self.file_open {
-            let crc = std::mem::replace(&mut self.crc, CRC64.digest()).finalize();
+            let crc = std::mem::take(&mut self.crc).finalize();
             if let Some(rec) = &mut self.rec {
                 rec.file_end(crc).map_err(|e| self.rec_io_static(e))?;
             }
@@ -606,7 +594,7 @@ impl<R: Read> TarReader<R> {
     }
 
     /// Consumes the rest of the stream after the end of the archive (recorded
-    /// verbatim) and returns the tar's sha256 digest if one was asked for.
+    /// verbatim).
     pub(crate) fn finish(mut self) -> Result<Finished> {
         if !self.done {
             while self.next_entry()?.is_some() {}
@@ -619,10 +607,8 @@ impl<R: Read> TarReader<R> {
             }
             self.segment(&buf[..n])?;
         }
-        let digest = self.src.sha.take().map(|s| s.finalize().into());
         Ok(Finished {
             tar_bytes: self.src.offset,
-            digest,
             recorder: self.rec.take(),
         })
     }
@@ -631,7 +617,6 @@ impl<R: Read> TarReader<R> {
 /// What is left when the stream is done.
 pub(crate) struct Finished {
     pub tar_bytes: u64,
-    pub digest: Option<[u8; 32]>,
     pub recorder: Option<Box<dyn Recorder>>,
 }
 

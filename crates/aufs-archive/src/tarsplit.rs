@@ -27,8 +27,8 @@ use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use camino::{Utf8Path, Utf8PathBuf};
 use rustix::fs::{Mode, OFlags, ResolveFlags};
 
+use crate::crc64::Crc64;
 use crate::error::{lossy, ArchiveError, Result};
-use crate::reader::CRC64;
 
 const MAGIC: &[u8] = b"AUFSTSPL";
 const VERSION: u8 = 1;
@@ -44,8 +44,9 @@ const T_FILE_END: u8 = 5;
 const T_END: u8 = 6;
 const T_SHADOW: u8 = 7;
 
-/// Receives the structure of a tar stream while it is parsed.
-pub(crate) trait Recorder {
+/// Receives the structure of a tar stream while it is parsed (on the
+/// applying thread, hence `Send`).
+pub(crate) trait Recorder: Send {
     fn segment(&mut self, bytes: &[u8]) -> io::Result<()>;
     fn file_begin(&mut self, path: &[u8], window: u64, real_size: u64) -> io::Result<()>;
     fn range(&mut self, offset: u64, len: u64) -> io::Result<()>;
@@ -59,8 +60,12 @@ pub(crate) trait Recorder {
 
 /// Writes the metadata of one layer into a temporary file, renamed into place by [`Self::commit`].
 pub(crate) struct TarSplitWriter {
-    out: flate2::write::GzEncoder<BufWriter<File>>,
+    /// Buffered before the encoder: it pays a fixed cost per write call,
+    /// and most records are a few bytes.
+    out: BufWriter<flate2::write::GzEncoder<BufWriter<File>>>,
     seg: Vec<u8>,
+    /// `fsync` the file when done.
+    sync: bool,
 }
 
 fn put_varint(out: &mut impl Write, mut v: u64) -> io::Result<()> {
@@ -81,21 +86,26 @@ fn put_varint(out: &mut impl Write, mut v: u64) -> io::Result<()> {
 }
 
 impl TarSplitWriter {
-    pub(crate) fn create(tmp: &Utf8Path) -> Result<Self> {
+    pub(crate) fn create(tmp: &Utf8Path, sync: bool) -> Result<Self> {
         if let Some(dir) = tmp.parent().filter(|d| !d.as_str().is_empty()) {
             std::fs::create_dir_all(dir)
                 .map_err(|e| ArchiveError::io("creating tar-split metadata dir", dir, e))?;
         }
         let f = File::create(tmp)
             .map_err(|e| ArchiveError::io("creating tar-split metadata", tmp, e))?;
-        let mut out =
-            flate2::write::GzEncoder::new(BufWriter::new(f), flate2::Compression::default());
+        // Level 1: the metadata is mostly tar headers, which compress well even
+        // so, and deflate runs on the applying thread.
+        let mut out = BufWriter::with_capacity(
+            256 * 1024,
+            flate2::write::GzEncoder::new(BufWriter::new(f), flate2::Compression::fast()),
+        );
         out.write_all(MAGIC)
             .and_then(|_| out.write_all(&[VERSION]))
             .map_err(|e| ArchiveError::io("writing tar-split metadata", tmp, e))?;
         Ok(Self {
             out,
             seg: Vec::new(),
+            sync,
         })
     }
 
@@ -158,9 +168,12 @@ impl Recorder for TarSplitWriter {
         self.flush_segment()?;
         self.out.write_all(&[T_END])?;
         put_varint(&mut self.out, total)?;
-        let buf = self.out.finish()?;
-        let f = buf.into_inner().map_err(|e| e.into_error())?;
-        f.sync_all()
+        let gz = self.out.into_inner().map_err(|e| e.into_error())?;
+        let f = gz.finish()?.into_inner().map_err(|e| e.into_error())?;
+        if self.sync {
+            f.sync_all()?;
+        }
+        Ok(())
     }
 }
 
@@ -288,7 +301,7 @@ pub fn reproduce(meta: &Utf8Path, diff_dir: &Utf8Path, mut out: impl Write) -> R
                     handle,
                     window,
                     emitted: 0,
-                    crc: CRC64.digest(),
+                    crc: Crc64::new(),
                 });
             }
             T_RANGE => {
@@ -445,7 +458,7 @@ struct OpenFile {
     handle: Option<File>,
     window: u64,
     emitted: u64,
-    crc: crc::Digest<'static, u64, crc::Table<16>>,
+    crc: Crc64,
 }
 
 /// Opens a content file inside the diff dir without following symlinks out of it.

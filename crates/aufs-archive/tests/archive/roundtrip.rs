@@ -229,6 +229,56 @@ fn apply_merges_into_existing_content() {
     assert_eq!(fs::read(dst.join("dir/added")).unwrap(), b"x");
 }
 
+/// A later entry replaces an earlier one of any kind at the same path
+/// (created first, the name found taken, then cleared), and a directory
+/// entry merges into an existing directory.
+#[test]
+fn later_entries_replace_earlier_ones_of_any_kind() {
+    let s = Scratch::new();
+    let dst = s.mkdir("dst");
+    let tar = RawTar::new()
+        .file("f2d", b"file")
+        .dir("f2d/")
+        .file("f2d/in", b"inner")
+        .dir("d2f/")
+        .file("d2f/gone", b"x")
+        .file("d2f", b"now a file")
+        .link(b'2', "l2f", "f2d")
+        .file("l2f", b"not followed")
+        .file("f2l", b"file")
+        .link(b'2', "f2l", "d2f")
+        .dir("m/")
+        .file("m/a", b"a")
+        .dir("m/")
+        .file("m/b", b"b")
+        .file("h2f", b"target")
+        .link(b'1', "h", "h2f")
+        .file("h", b"own content")
+        .file("dup", b"one")
+        .file("dup", b"two")
+        .end();
+    let report = apply_layer(&tar[..], &dst, &no_sync()).unwrap();
+    assert_eq!(fs::read(dst.join("f2d/in")).unwrap(), b"inner");
+    assert_eq!(fs::read(dst.join("d2f")).unwrap(), b"now a file");
+    assert!(fs::symlink_metadata(dst.join("l2f")).unwrap().is_file());
+    assert_eq!(fs::read(dst.join("l2f")).unwrap(), b"not followed");
+    assert!(dst.join("f2d/in").is_file(), "symlink target untouched");
+    assert_eq!(
+        fs::read_link(dst.join("f2l")).unwrap().to_str(),
+        Some("d2f")
+    );
+    assert_eq!(fs::read(dst.join("m/a")).unwrap(), b"a");
+    assert_eq!(fs::read(dst.join("m/b")).unwrap(), b"b");
+    assert_eq!(fs::read(dst.join("h")).unwrap(), b"own content");
+    assert_eq!(
+        fs::read(dst.join("h2f")).unwrap(),
+        b"target",
+        "hardlink target kept"
+    );
+    assert_eq!(fs::read(dst.join("dup")).unwrap(), b"two");
+    assert_eq!(report.size, diff_size(&dst).unwrap());
+}
+
 #[test]
 fn overlay_whiteouts_become_aufs_names() {
     if skip_unless_root("overlay_whiteouts_become_aufs_names") {

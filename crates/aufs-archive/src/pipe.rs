@@ -1,0 +1,209 @@
+//! Two-stage apply: one thread reads, decompresses and hashes the layer
+//! stream, the other parses it and writes the tree.
+//!
+//! Decompression and the sha256 DiffID are pure CPU work, the tree is mostly
+//! syscalls; on separate cores they overlap instead of adding up. Blocks of
+//! [`BLOCK_SIZE`] bytes go over a bounded channel (so a slow filesystem holds
+//! back reading, and memory stays at a few blocks) and come back empty over a
+//! second one to be reused.
+
+use std::io::{self, Read};
+use std::sync::mpsc::{Receiver, SyncSender, TryRecvError};
+
+use sha2::{Digest as _, Sha256};
+
+/// Bytes handed over at a time.
+pub(crate) const BLOCK_SIZE: usize = 1 << 20;
+/// Blocks in flight between the two threads.
+pub(crate) const IN_FLIGHT: usize = 4;
+
+/// A filled block, or the read error that ended the stream.
+pub(crate) type Block = io::Result<Vec<u8>>;
+
+/// What the reading side saw of the whole stream.
+#[derive(Debug)]
+pub(crate) struct Pumped {
+    /// sha256 of every byte read, when asked for.
+    pub digest: Option<[u8; 32]>,
+}
+
+/// Reads `src` to its end in blocks, hashing them, and sends them to `tx`.
+/// Stops early (without error) when the receiving side is gone: it failed and
+/// reports why itself. A read error is sent on, to fail there with the
+/// entry being read.
+pub(crate) fn pump(
+    mut src: impl Read,
+    digest: bool,
+    tx: SyncSender<Block>,
+    empty: Receiver<Vec<u8>>,
+) -> Pumped {
+    let mut sha = digest.then(Sha256::new);
+    loop {
+        let mut buf = match empty.try_recv() {
+            Ok(b) => b,
+            Err(TryRecvError::Empty | TryRecvError::Disconnected) => vec![0u8; BLOCK_SIZE],
+        };
+        buf.resize(BLOCK_SIZE, 0);
+        let mut got = 0;
+        let mut failed = None;
+        while got < buf.len() {
+            match src.read(&mut buf[got..]) {
+                Ok(0) => break,
+                Ok(n) => got += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    failed = Some(e);
+                    break;
+                }
+            }
+        }
+        buf.truncate(got);
+        if let Some(sha) = &mut sha {
+            sha.update(&buf);
+        }
+        let last = got == 0 || failed.is_some();
+        if got > 0 && tx.send(Ok(buf)).is_err() {
+            break;
+        }
+        if let Some(e) = failed {
+            let _ = tx.send(Err(e));
+            break;
+        }
+        if last {
+            break;
+        }
+    }
+    Pumped {
+        digest: sha.map(|s| s.finalize().into()),
+    }
+}
+
+/// The receiving end: the stream again, as a [`Read`].
+pub(crate) struct BlockReader {
+    rx: Receiver<Block>,
+    back: SyncSender<Vec<u8>>,
+    cur: Vec<u8>,
+    pos: usize,
+    /// The stream ended with this error: it is returned again on every read.
+    failed: Option<(io::ErrorKind, String)>,
+}
+
+impl BlockReader {
+    pub(crate) fn new(rx: Receiver<Block>, back: SyncSender<Vec<u8>>) -> Self {
+        Self {
+            rx,
+            back,
+            cur: Vec::new(),
+            pos: 0,
+            failed: None,
+        }
+    }
+}
+
+impl Read for BlockReader {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        while self.pos == self.cur.len() {
+            if let Some((kind, msg)) = &self.failed {
+                return Err(io::Error::new(*kind, msg.clone()));
+            }
+            match self.rx.recv() {
+                Ok(Ok(next)) => {
+                    let done = std::mem::replace(&mut self.cur, next);
+                    self.pos = 0;
+                    // The reading side may have finished: a spare block is then not needed.
+                    let _ = self.back.try_send(done);
+                }
+                Ok(Err(e)) => {
+                    self.failed = Some((e.kind(), e.to_string()));
+                    return Err(e);
+                }
+                // The sender is gone only after the last block: end of stream.
+                Err(_) => return Ok(0),
+            }
+        }
+        let n = out.len().min(self.cur.len() - self.pos);
+        out[..n].copy_from_slice(&self.cur[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::mpsc::sync_channel;
+
+    fn through(data: &[u8], digest: bool) -> (Vec<u8>, Pumped) {
+        let (tx, rx) = sync_channel(IN_FLIGHT);
+        let (back_tx, back_rx) = sync_channel(IN_FLIGHT);
+        std::thread::scope(|s| {
+            let h = s.spawn(move || {
+                let mut r = BlockReader::new(rx, back_tx);
+                let mut out = Vec::new();
+                let mut small = [0u8; 777];
+                loop {
+                    let n = r.read(&mut small).unwrap();
+                    if n == 0 {
+                        break;
+                    }
+                    out.extend_from_slice(&small[..n]);
+                }
+                out
+            });
+            let p = pump(data, digest, tx, back_rx);
+            (h.join().unwrap(), p)
+        })
+    }
+
+    #[test]
+    fn passes_every_byte_and_hashes_them() {
+        let data: Vec<u8> = (0..(BLOCK_SIZE * 3 + 12345))
+            .map(|i| (i * 31 % 251) as u8)
+            .collect();
+        let (out, p) = through(&data, true);
+        assert_eq!(out, data);
+        let want: [u8; 32] = Sha256::digest(&data).into();
+        assert_eq!(p.digest, Some(want));
+        let (out, p) = through(b"", false);
+        assert!(out.is_empty());
+        assert_eq!(p.digest, None);
+    }
+
+    #[test]
+    fn read_error_reaches_the_reader() {
+        struct Failing(usize);
+        impl Read for Failing {
+            fn read(&mut self, b: &mut [u8]) -> io::Result<usize> {
+                if self.0 == 0 {
+                    return Err(io::Error::other("disk on fire"));
+                }
+                let n = b.len().min(self.0);
+                self.0 -= n;
+                Ok(n)
+            }
+        }
+        let (tx, rx) = sync_channel(IN_FLIGHT);
+        let (back_tx, back_rx) = sync_channel(IN_FLIGHT);
+        let got = std::thread::scope(|s| {
+            let h = s.spawn(move || {
+                let mut r = BlockReader::new(rx, back_tx);
+                let mut sink = Vec::new();
+                r.read_to_end(&mut sink).map(|_| sink.len())
+            });
+            pump(Failing(5000), false, tx, back_rx);
+            h.join().unwrap()
+        });
+        let err = got.unwrap_err();
+        assert!(err.to_string().contains("disk on fire"), "{err}");
+    }
+
+    #[test]
+    fn pump_stops_when_the_reader_is_gone() {
+        let (tx, rx) = sync_channel(1);
+        let (_back_tx, back_rx) = sync_channel(1);
+        drop(rx);
+        let endless = io::repeat(7);
+        let p = pump(endless, true, tx, back_rx);
+        assert!(p.digest.is_some());
+    }
+}
