@@ -20,6 +20,7 @@ use crate::error::{lossy, ArchiveError, Result};
 use crate::fsops::{remove_at, timestamps, Root, Target};
 use crate::pipe::{self, BlockReader};
 use crate::reader::{Entry, Kind, Sparse, TarReader, Time};
+use crate::recording;
 use crate::tarsplit::{Recorder, TarSplitWriter};
 use crate::walk::read_names;
 
@@ -77,7 +78,8 @@ pub struct ApplyReport {
 /// was. aufs whiteouts (`.wh.NAME`, `.wh..wh..opq`) are kept as files;
 /// overlay-style whiteouts are converted to them. No entry can touch anything
 /// outside the staging tree. The calling thread reads, decompresses and
-/// hashes `input`; a second (scoped) thread writes the tree meanwhile.
+/// hashes `input`; a second (scoped) thread writes the tree meanwhile, and
+/// a third the tar-split metadata when it is recorded.
 pub fn apply_layer(
     input: impl Read,
     diff_dir: &Utf8Path,
@@ -169,7 +171,9 @@ pub fn apply_layer(
 }
 
 /// Runs the applier on its own thread, fed by [`pipe::pump`] on this one
-/// (which reads, decompresses and hashes: the input need not be `Send`).
+/// (which reads, decompresses and hashes: the input need not be `Send`),
+/// and the tar-split writer `rec`, if any, on a third
+/// ([`recording::replay`]).
 fn apply_pipelined(
     staging: &Staging,
     opts: &ApplyOptions,
@@ -179,13 +183,35 @@ fn apply_pipelined(
     diff_dir: &Utf8Path,
 ) -> Result<ApplyReport> {
     let (tx, rx) = sync_channel(pipe::IN_FLIGHT);
-    let (back_tx, back_rx) = sync_channel(pipe::IN_FLIGHT);
+    // Room for every block in circulation, so none is dropped and allocated anew.
+    let (back_tx, back_rx) = sync_channel(pipe::IN_FLIGHT + recording::IN_FLIGHT + 4);
     std::thread::scope(|s| {
+        // With metadata to record, a third thread writes it from the events
+        // and consumed blocks the applying thread passes on.
+        let (rec, tap): (Option<Box<dyn Recorder>>, _) = match rec {
+            Some(writer) => {
+                let (tap_tx, tap_rx) = sync_channel(recording::IN_FLIGHT);
+                let (res_tx, res_rx) = sync_channel(1);
+                let back = back_tx.clone();
+                std::thread::Builder::new()
+                    .name("aufs-record".into())
+                    .spawn_scoped(s, move || {
+                        let _g = span.enter();
+                        recording::replay(tap_rx, writer, back, res_tx)
+                    })
+                    .map_err(|e| ArchiveError::io("starting the recording thread", diff_dir, e))?;
+                (
+                    Some(Box::new(recording::Deferred::new(tap_tx.clone(), res_rx))),
+                    Some(tap_tx),
+                )
+            }
+            None => (None, None),
+        };
         let applying = std::thread::Builder::new()
             .name("aufs-apply".into())
             .spawn_scoped(s, move || {
                 let _g = span.enter();
-                Applier::new(staging, opts, BlockReader::new(rx, back_tx), rec)?.run()
+                Applier::new(staging, opts, BlockReader::new(rx, back_tx, tap), rec)?.run()
             })
             .map_err(|e| ArchiveError::io("starting the applying thread", diff_dir, e))?;
         let pumped = pipe::pump(stream, opts.digest, tx, back_rx);

@@ -28,6 +28,7 @@ mod fsops;
 mod numeric;
 mod pipe;
 mod reader;
+mod recording;
 mod size;
 mod sparse;
 mod tarsplit;

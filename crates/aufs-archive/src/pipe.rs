@@ -12,6 +12,8 @@ use std::sync::mpsc::{Receiver, SyncSender, TryRecvError};
 
 use sha2::{Digest as _, Sha256};
 
+use crate::recording::Msg;
+
 /// Bytes handed over at a time.
 pub(crate) const BLOCK_SIZE: usize = 1 << 20;
 /// Blocks in flight between the two threads.
@@ -82,6 +84,8 @@ pub(crate) fn pump(
 pub(crate) struct BlockReader {
     rx: Receiver<Block>,
     back: SyncSender<Vec<u8>>,
+    /// Consumed blocks go here (the recording thread) instead of `back`.
+    tap: Option<SyncSender<Msg>>,
     cur: Vec<u8>,
     pos: usize,
     /// The stream ended with this error: it is returned again on every read.
@@ -89,14 +93,44 @@ pub(crate) struct BlockReader {
 }
 
 impl BlockReader {
-    pub(crate) fn new(rx: Receiver<Block>, back: SyncSender<Vec<u8>>) -> Self {
+    pub(crate) fn new(
+        rx: Receiver<Block>,
+        back: SyncSender<Vec<u8>>,
+        tap: Option<SyncSender<Msg>>,
+    ) -> Self {
         Self {
             rx,
             back,
+            tap,
             cur: Vec::new(),
             pos: 0,
             failed: None,
         }
+    }
+}
+
+impl BlockReader {
+    /// A consumed block goes to the recording thread, or back to be reused.
+    fn pass_on(&mut self, done: Vec<u8>) {
+        if done.is_empty() {
+            return;
+        }
+        let done = match &self.tap {
+            Some(tap) => match tap.send(Msg::Block(done)) {
+                Ok(()) => return,
+                // The recording thread stopped; its error is reported by the recorder.
+                Err(e) => {
+                    self.tap = None;
+                    match e.0 {
+                        Msg::Block(b) => b,
+                        _ => return,
+                    }
+                }
+            },
+            None => done,
+        };
+        // The reading side may have finished: a spare block is then not needed.
+        let _ = self.back.try_send(done);
     }
 }
 
@@ -110,15 +144,19 @@ impl Read for BlockReader {
                 Ok(Ok(next)) => {
                     let done = std::mem::replace(&mut self.cur, next);
                     self.pos = 0;
-                    // The reading side may have finished: a spare block is then not needed.
-                    let _ = self.back.try_send(done);
+                    self.pass_on(done);
                 }
                 Ok(Err(e)) => {
                     self.failed = Some((e.kind(), e.to_string()));
                     return Err(e);
                 }
                 // The sender is gone only after the last block: end of stream.
-                Err(_) => return Ok(0),
+                Err(_) => {
+                    let last = std::mem::take(&mut self.cur);
+                    self.pos = 0;
+                    self.pass_on(last);
+                    return Ok(0);
+                }
             }
         }
         let n = out.len().min(self.cur.len() - self.pos);
@@ -138,7 +176,7 @@ mod tests {
         let (back_tx, back_rx) = sync_channel(IN_FLIGHT);
         std::thread::scope(|s| {
             let h = s.spawn(move || {
-                let mut r = BlockReader::new(rx, back_tx);
+                let mut r = BlockReader::new(rx, back_tx, None);
                 let mut out = Vec::new();
                 let mut small = [0u8; 777];
                 loop {
@@ -186,7 +224,7 @@ mod tests {
         let (back_tx, back_rx) = sync_channel(IN_FLIGHT);
         let got = std::thread::scope(|s| {
             let h = s.spawn(move || {
-                let mut r = BlockReader::new(rx, back_tx);
+                let mut r = BlockReader::new(rx, back_tx, None);
                 let mut sink = Vec::new();
                 r.read_to_end(&mut sink).map(|_| sink.len())
             });

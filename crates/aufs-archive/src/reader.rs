@@ -8,7 +8,6 @@
 
 use std::io::{self, Read};
 
-use crate::crc64::Crc64;
 use crate::error::{lossy, ArchiveError, Result};
 use crate::tarsplit::Recorder;
 
@@ -122,7 +121,6 @@ pub(crate) struct TarReader<R> {
     file_open: bool,
     /// Content bytes go to the recorder inline (not reproducible from the diff dir).
     inline: bool,
-    crc: Crc64,
     done: bool,
     /// Id of the file record begun for the current entry (ids count records with a path).
     file_id: Option<u64>,
@@ -139,7 +137,6 @@ impl<R: Read> TarReader<R> {
             current: Vec::new(),
             file_open: false,
             inline: false,
-            crc: Crc64::new(),
             done: false,
             file_id: None,
             next_file_id: 0,
@@ -204,7 +201,6 @@ impl<R: Read> TarReader<R> {
         }
         self.file_open = true;
         self.inline = false;
-        self.crc = Crc64::new();
         let window = self.remaining;
         if let Some(rec) = &mut self.rec {
             rec.file_begin(path, window, real_size).map_err(|e| {
@@ -276,15 +272,10 @@ impl<R: Read> TarReader<R> {
             ));
         }
         self.remaining -= n as u64;
-        if self.rec.is_some() {
-            self.crc.update(&buf[..n]);
-        }
-        if self.inline {
-            if let Some(rec) = &mut self.rec {
-                rec.inline(&buf[..n]).map_err(|e| {
-                    ArchiveError::entry_io(&self.current, "recording tar-split metadata", e)
-                })?;
-            }
+        if let Some(rec) = &mut self.rec {
+            rec.content(&buf[..n], self.inline).map_err(|e| {
+                ArchiveError::entry_io(&self.current, "recording tar-split metadata", e)
+            })?;
         }
         Ok(n)
     }
@@ -318,9 +309,8 @@ impl<R: Read> TarReader<R> {
             }
         }
         if self.file_open {
-            let crc = std::mem::take(&mut self.crc).finalize();
             if let Some(rec) = &mut self.rec {
-                rec.file_end(crc).map_err(|e| self.rec_io_static(e))?;
+                rec.file_end().map_err(|e| self.rec_io_static(e))?;
             }
             self.file_open = false;
         }

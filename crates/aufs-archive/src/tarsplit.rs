@@ -45,13 +45,17 @@ const T_END: u8 = 6;
 const T_SHADOW: u8 = 7;
 
 /// Receives the structure of a tar stream while it is parsed (on the
-/// applying thread, hence `Send`).
+/// applying thread, or replayed on the recording one: hence `Send`).
 pub(crate) trait Recorder: Send {
+    /// Bytes of the stream that are not file content.
     fn segment(&mut self, bytes: &[u8]) -> io::Result<()>;
     fn file_begin(&mut self, path: &[u8], window: u64, real_size: u64) -> io::Result<()>;
     fn range(&mut self, offset: u64, len: u64) -> io::Result<()>;
-    fn inline(&mut self, bytes: &[u8]) -> io::Result<()>;
-    fn file_end(&mut self, crc: u64) -> io::Result<()>;
+    /// Content of the open file, in stream order; `inline` when the bytes are
+    /// not reproducible from the diff dir and must be stored verbatim.
+    fn content(&mut self, bytes: &[u8], inline: bool) -> io::Result<()>;
+    /// Ends the open file (its checksum covers every content byte).
+    fn file_end(&mut self) -> io::Result<()>;
     /// The content of file record `id` now lives in the shadow dir (its path was reused).
     fn shadow(&mut self, id: u64) -> io::Result<()>;
     /// Ends the stream; `total` is the number of tar bytes seen.
@@ -64,6 +68,8 @@ pub(crate) struct TarSplitWriter {
     /// and most records are a few bytes.
     out: BufWriter<flate2::write::GzEncoder<BufWriter<File>>>,
     seg: Vec<u8>,
+    /// CRC-64 of the open file's content so far.
+    crc: Crc64,
     /// `fsync` the file when done.
     sync: bool,
 }
@@ -94,7 +100,7 @@ impl TarSplitWriter {
         let f = File::create(tmp)
             .map_err(|e| ArchiveError::io("creating tar-split metadata", tmp, e))?;
         // Level 1: the metadata is mostly tar headers, which compress well even
-        // so, and deflate runs on the applying thread.
+        // so, and deflate competes for the cores with the applying thread.
         let mut out = BufWriter::with_capacity(
             256 * 1024,
             flate2::write::GzEncoder::new(BufWriter::new(f), flate2::Compression::fast()),
@@ -105,6 +111,7 @@ impl TarSplitWriter {
         Ok(Self {
             out,
             seg: Vec::new(),
+            crc: Crc64::new(),
             sync,
         })
     }
@@ -144,7 +151,11 @@ impl Recorder for TarSplitWriter {
         put_varint(&mut self.out, len)
     }
 
-    fn inline(&mut self, bytes: &[u8]) -> io::Result<()> {
+    fn content(&mut self, bytes: &[u8], inline: bool) -> io::Result<()> {
+        self.crc.update(bytes);
+        if !inline {
+            return Ok(());
+        }
         for chunk in bytes.chunks(MAX_RECORD as usize) {
             self.out.write_all(&[T_INLINE])?;
             put_varint(&mut self.out, chunk.len() as u64)?;
@@ -153,7 +164,8 @@ impl Recorder for TarSplitWriter {
         Ok(())
     }
 
-    fn file_end(&mut self, crc: u64) -> io::Result<()> {
+    fn file_end(&mut self) -> io::Result<()> {
+        let crc = std::mem::take(&mut self.crc).finalize();
         self.out.write_all(&[T_FILE_END])?;
         self.out.write_all(&crc.to_le_bytes())
     }
