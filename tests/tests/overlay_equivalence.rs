@@ -932,7 +932,6 @@ seeds!(
 /// aufs refuses any `.wh.`-prefixed name, in lookups too, with `EPERM`
 /// (`au_test_shwh` in aufs's `dentry.c`, without the `shwh` option).
 #[test]
-#[ignore = "union bug: creating a .wh. name fails with EINVAL, aufs says EPERM"]
 fn whiteout_names_are_refused_like_aufs() {
     let Some(pair) = Pair::new(99) else {
         return;
@@ -1009,7 +1008,6 @@ fn size_and_data(path: &Utf8Path) -> (u64, Vec<u8>) {
 /// that name up, and every name keeps showing that one file: same data,
 /// same size, same mode.
 #[test]
-#[ignore = "union bug: a write through one name of a lower hard link copies up the other name"]
 fn lower_hard_links_stay_linked_after_copy_up() {
     let Some(pair) = Pair::build(hard_linked_lower) else {
         return;
@@ -1043,7 +1041,6 @@ fn lower_hard_links_stay_linked_after_copy_up() {
 /// hard links in the rw branch, so the layer's diff holds every name and
 /// the union shows the same after a remount.
 #[test]
-#[ignore = "union bug: after a remount the other name shows the lower data again"]
 fn pseudo_links_are_real_in_the_rw_branch_after_unmount() {
     let Some(pair) = Pair::build(hard_linked_lower) else {
         return;

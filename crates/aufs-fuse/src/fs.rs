@@ -48,6 +48,8 @@ struct OpenFile {
     /// The union inode.
     ino: u64,
     file: File,
+    /// The file lives in the rw branch: changes through it need no copy-up.
+    in_rw: bool,
     /// Keeps the passthrough backing file registered while this is open.
     _backing: Option<Arc<BackingId>>,
 }
@@ -215,7 +217,14 @@ impl UnionFs {
     /// cache timeout. A node with no name left but still open is answered
     /// from its open file.
     fn node_attr(&self, ino: INodeNo) -> Result<(FileAttr, Duration), Errno> {
-        match self.path(ino).and_then(|p| self.lookup_path(&p)) {
+        // Any name of the node that the union still shows will do.
+        let paths = lock(&self.nodes).paths(ino.0);
+        let found = paths
+            .iter()
+            .map(|p| self.lookup_path(p))
+            .find(Result::is_ok)
+            .unwrap_or(Err(Errno::ENOENT));
+        match found {
             Ok(e) => Ok((attr(ino.0, &e.metadata), self.ttl(&e))),
             Err(err) => match self.any_open_file(ino.0) {
                 Some(f) => {
@@ -231,28 +240,37 @@ impl UnionFs {
         lock(&self.files).get(&fh.0).cloned().ok_or(Errno::EBADF)
     }
 
-    fn add_file(&self, ino: u64, file: File, backing: Option<Arc<BackingId>>) -> FileHandle {
+    fn add_file(
+        &self,
+        ino: u64,
+        file: File,
+        in_rw: bool,
+        backing: Option<Arc<BackingId>>,
+    ) -> FileHandle {
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
         let open = OpenFile {
             ino,
             file,
+            in_rw,
             _backing: backing,
         };
         lock(&self.files).insert(fh, Arc::new(open));
         FileHandle(fh)
     }
 
-    /// Registers the open of real file `e` (already opened as `file` with
-    /// `flags`) for union inode `ino`, choosing its I/O mode (see
-    /// [`crate::io_mode`]). `open_backing` registers a backing file with
-    /// the kernel.
+    /// Registers the open of real file `e` (already opened as `file`) for
+    /// union inode `ino`, choosing its I/O mode (see [`crate::io_mode`]) in
+    /// `io`, the locked table. `open_backing` registers a backing file with
+    /// the kernel. `None` when the inode is passed through to another real
+    /// file: the open cannot join it.
     fn register_open(
         &self,
+        io: &mut IoModes,
         ino: u64,
         e: &Entry,
         file: File,
         open_backing: impl FnOnce(&File) -> io::Result<BackingId>,
-    ) -> Opened {
+    ) -> Option<Opened> {
         let writable_branch = self.view.branches()[e.branch_index].writable;
         let real = real_id(&e.metadata);
         let cached_flags = if writable_branch {
@@ -261,13 +279,14 @@ impl UnionFs {
             // Data of a read-only branch never changes: keep the page cache.
             FopenFlags::FOPEN_KEEP_CACHE
         };
-        let mut io = lock(&self.io);
         let (mode, flags) = match io.join(ino, real) {
+            Join::Stale => return None,
             Join::Passthrough(b) => (HandleMode::Passthrough(b), FopenFlags::empty()),
             Join::Cached => (HandleMode::Cached, cached_flags),
             Join::First => {
-                let backing = (self.passthrough && writable_branch)
-                    .then(|| self.backing_for(e, open_backing))
+                let backing = self
+                    .passthrough
+                    .then(|| self.backing_for(e, &file, writable_branch, open_backing))
                     .flatten();
                 let mode = io.start(ino, real, backing);
                 let flags = match mode {
@@ -277,35 +296,69 @@ impl UnionFs {
                 (mode, flags)
             }
         };
-        drop(io);
         let backing = match &mode {
             HandleMode::Passthrough(b) => Some(b.clone()),
             _ => None,
         };
-        Opened {
-            fh: self.add_file(ino, file, backing.clone()),
+        Some(Opened {
+            fh: self.add_file(ino, file, writable_branch, backing.clone()),
             flags,
             backing,
-        }
+        })
     }
 
-    /// A backing file for passthrough of rw branch file `e`, open for
-    /// reading and writing so every later open can share it. `None` when
-    /// passthrough is not possible (a running executable cannot be opened
-    /// for writing, a filesystem may refuse stacking).
+    /// A backing file for passthrough of branch file `e`: for a rw branch
+    /// file open for reading and writing, so every later open can share it;
+    /// for a read-only branch file open for reading (a write copies up
+    /// first). `None` when passthrough is not possible (a running
+    /// executable cannot be opened for writing, a filesystem may refuse
+    /// stacking).
     fn backing_for(
         &self,
         e: &Entry,
+        file: &File,
+        writable_branch: bool,
         open_backing: impl FnOnce(&File) -> io::Result<BackingId>,
     ) -> Option<Arc<BackingId>> {
-        let rw = open_real(&e.real_path, libc::O_RDWR).ok()?;
-        match open_backing(&rw) {
+        let access = rustix::fs::fcntl_getfl(file).ok()? & rustix::fs::OFlags::RWMODE;
+        // The open's own descriptor serves when it has the access needed
+        // (always for read-only branch files, opened for reading only).
+        let own;
+        let real = if !writable_branch || access == rustix::fs::OFlags::RDWR {
+            file
+        } else {
+            own = open_real(&e.real_path, libc::O_RDWR).ok()?;
+            &own
+        };
+        match open_backing(real) {
             Ok(id) => Some(Arc::new(id)),
             Err(err) => {
                 tracing::debug!(storage_driver = "aufs", path = ?e.real_path, error = %err, "no passthrough");
                 None
             }
         }
+    }
+
+    /// The answer to an open of node `ino` (union `path`, now `e`) that
+    /// found the node passed through to another real file: the lower
+    /// original, still open, of a file copied up since. The copy gets a
+    /// number of its own, and `ESTALE` makes the kernel look the name up
+    /// again (the VFS retries the open once with revalidation), so the open
+    /// lands on a new node: old descriptors keep reading the lower file, as
+    /// with overlayfs, and new ones get the copy.
+    fn stale_open(&self, ino: u64, path: &Path, e: &Entry) -> Errno {
+        if e.ino == ino && self.view.branches()[e.branch_index].writable {
+            if let Err(err) = self.view.renumber(path) {
+                return errno(&err);
+            }
+        }
+        tracing::debug!(
+            storage_driver = "aufs",
+            ?path,
+            ino,
+            "open of a stale passthrough node"
+        );
+        Errno::ESTALE
     }
 
     fn new_entry(
@@ -316,7 +369,7 @@ impl UnionFs {
         node: NewNode<'_>,
     ) -> Result<Entry, Errno> {
         if is_reserved(name.as_bytes()) {
-            return Err(Errno::EINVAL);
+            return Err(Errno::EPERM);
         }
         let path = self.child(parent, name)?;
         let owner = Owner {
@@ -348,6 +401,12 @@ impl UnionFs {
             mtime,
             fh,
         } = set;
+        // An open file of the rw branch (a tar restoring owner, mode and
+        // times on the file it just wrote) changes through its descriptor:
+        // no lookup, no copy-up.
+        if let Some(f) = fh.and_then(|fh| self.file(fh).ok()).filter(|f| f.in_rw) {
+            return setattr_fd(ino, &f.file, mode, uid, gid, size, atime, mtime);
+        }
         let path = match self.path(ino) {
             Ok(p) => p,
             Err(err) => {
@@ -407,18 +466,39 @@ impl UnionFs {
         let path = self.path(ino)?;
         let acc = flags & libc::O_ACCMODE;
         let writes = acc != libc::O_RDONLY || flags & libc::O_TRUNC != 0;
-        let e = if writes {
-            self.view
+        if writes {
+            // The I/O modes stay locked through the copy-up: no passthrough
+            // of the lower original can start in between.
+            let mut io = lock(&self.io);
+            let e = self
+                .view
                 .copy_up(&path, flags & libc::O_TRUNC == 0)
-                .map_err(|e| errno(&e))?
-        } else {
-            self.lookup_path(&path)?
-        };
-        let file = open_real(&e.real_path, flags).map_err(io_errno)?;
-        if flags & libc::O_TRUNC != 0 && acc != libc::O_RDONLY {
-            file.set_len(0).map_err(io_errno)?;
+                .map_err(|e| errno(&e))?;
+            if io
+                .passthrough_real(ino.0)
+                .is_some_and(|r| r != real_id(&e.metadata))
+            {
+                drop(io);
+                return Err(self.stale_open(ino.0, &path, &e));
+            }
+            let file = open_real(&e.real_path, flags).map_err(io_errno)?;
+            if flags & libc::O_TRUNC != 0 && acc != libc::O_RDONLY {
+                file.set_len(0).map_err(io_errno)?;
+            }
+            return self
+                .register_open(&mut io, ino.0, &e, file, open_backing)
+                .ok_or(Errno::ESTALE);
         }
-        Ok(self.register_open(ino.0, &e, file, open_backing))
+        let e = self.lookup_path(&path)?;
+        let file = open_real(&e.real_path, flags).map_err(io_errno)?;
+        let mut io = lock(&self.io);
+        match self.register_open(&mut io, ino.0, &e, file, open_backing) {
+            Some(o) => Ok(o),
+            None => {
+                drop(io);
+                Err(self.stale_open(ino.0, &path, &e))
+            }
+        }
     }
 
     fn xattr_reply(reply: ReplyXattr, size: u32, data: Result<Vec<u8>, Errno>) {
@@ -480,8 +560,9 @@ fn timestamps(atime: Option<TimeOrNow>, mtime: Option<TimeOrNow>) -> rustix::fs:
     }
 }
 
-/// A setattr on an open file whose names are all gone (it lives in the rw
-/// branch: only written files are copied up, and they are open for writing).
+/// A setattr through the descriptor of an open rw-branch file, or of an
+/// open file whose names are all gone (it lives in the rw branch: only
+/// written files are copied up, and they are open for writing).
 #[allow(clippy::too_many_arguments)]
 fn setattr_fd(
     ino: INodeNo,
@@ -575,6 +656,12 @@ impl Filesystem for UnionFs {
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        if is_reserved(name.as_bytes()) {
+            // aufs's answer for any `.wh.` name (`au_test_shwh`): such names
+            // are neither shown nor made, so `open(O_CREAT)` fails alike.
+            reply.error(Errno::EPERM);
+            return;
+        }
         let r = self.path(parent).and_then(|dir| {
             let e = match self.view.lookup_child(&dir, name) {
                 Ok(Some(e)) => e,
@@ -737,7 +824,7 @@ impl Filesystem for UnionFs {
                 return Err(Errno::EINVAL);
             }
             if is_reserved(newname.as_bytes()) {
-                return Err(Errno::EINVAL);
+                return Err(Errno::EPERM);
             }
             let src = self.child(parent, name)?;
             let dst = self.child(newparent, newname)?;
@@ -769,7 +856,7 @@ impl Filesystem for UnionFs {
     ) {
         let r = (|| {
             if is_reserved(newname.as_bytes()) {
-                return Err(Errno::EINVAL);
+                return Err(Errno::EPERM);
             }
             let src = self.path(ino)?;
             let dst = self.child(newparent, newname)?;
@@ -848,14 +935,14 @@ impl Filesystem for UnionFs {
         &self,
         _req: &Request,
         _ino: INodeNo,
-        fh: FileHandle,
+        _fh: FileHandle,
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
-        match self.file(fh) {
-            Ok(_) => reply.ok(),
-            Err(e) => reply.error(e),
-        }
+        // Nothing to flush: writes reach the branch file when they are made
+        // and file locks stay with the kernel. `ENOSYS` makes the kernel
+        // stop sending FLUSH, a round trip on every close.
+        reply.error(Errno::ENOSYS);
     }
 
     fn release(
@@ -868,7 +955,10 @@ impl Filesystem for UnionFs {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        if let Some(f) = lock(&self.files).remove(&fh.0) {
+        // The files table is unlocked before the I/O modes are taken (an
+        // open takes them in the other order).
+        let released = lock(&self.files).remove(&fh.0);
+        if let Some(f) = released {
             lock(&self.io).release(f.ino);
         }
         reply.ok();
@@ -1137,7 +1227,10 @@ impl Filesystem for UnionFs {
             .new_entry(req, parent, name, NewNode::File { mode })
             .and_then(|e| {
                 let file = open_real(&e.real_path, flags).map_err(io_errno)?;
-                let opened = self.register_open(e.ino, &e, file, |f| reply.open_backing(f));
+                let mut io = lock(&self.io);
+                let opened = self
+                    .register_open(&mut io, e.ino, &e, file, |f| reply.open_backing(f))
+                    .ok_or(Errno::ESTALE)?;
                 Ok((e, opened))
             });
         match r {

@@ -7,11 +7,15 @@
 //! backing file, or `open` fails with `EIO`. This table keeps that promise:
 //! the first open of an inode picks the mode and later opens join it.
 //!
-//! Only files of the rw branch are passed through, with a backing file open
-//! for reading and writing: a file of a read-only branch may be copied up
-//! while open, and the kernel cannot move a live passthrough inode to the
-//! copy, so those are served by this server (with the page cache kept, as
-//! their data never changes).
+//! Files of the rw branch are passed through with a backing file open for
+//! reading and writing, so every later open can share it. Files of
+//! read-only branches are passed through read-only. Such a file may be
+//! copied up while open, and the kernel cannot move a live passthrough inode
+//! to the copy: an open that finds the inode bound to another real file than
+//! its path shows now is told so ([`Join::Stale`]); the filesystem then gives
+//! the copy a number of its own and has the kernel look the name up again,
+//! so old descriptors keep reading the lower file (as with overlayfs) and
+//! new opens get the copy.
 
 use fuser::BackingId;
 use std::collections::HashMap;
@@ -50,6 +54,9 @@ pub(crate) enum Join {
     Cached,
     /// Nothing open yet: the caller picks, then calls [`IoModes::start`].
     First,
+    /// The inode is passed through to another real file (its lower
+    /// original, before a copy-up): this open cannot join it.
+    Stale,
 }
 
 /// Per-inode I/O modes of the open files.
@@ -73,16 +80,20 @@ impl IoModes {
                 opens,
             }) => {
                 if *r != real {
-                    // The kernel allows no other mode next to passthrough.
-                    tracing::warn!(
-                        storage_driver = "aufs",
-                        ino,
-                        "passthrough inode changed real file"
-                    );
+                    // The kernel allows no other backing next to this one.
+                    return Join::Stale;
                 }
                 *opens += 1;
                 Join::Passthrough(backing.clone())
             }
+        }
+    }
+
+    /// The real file `ino` is passed through to, if it is.
+    pub(crate) fn passthrough_real(&self, ino: u64) -> Option<RealId> {
+        match self.inodes.get(&ino) {
+            Some(InodeMode::Passthrough { real, .. }) => Some(*real),
+            _ => None,
         }
     }
 

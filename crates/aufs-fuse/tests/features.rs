@@ -293,9 +293,22 @@ fn writers_and_readers_of_one_file_share_it_across_copy_up() {
     writer.sync_all().unwrap();
     let mut s = String::new();
     reader.read_to_string(&mut s).unwrap();
-    assert_eq!(s.len(), "lower data".len());
-    // A new reader sees the copy.
+    // The old reader keeps the lower file (as with overlayfs).
+    assert_eq!(s, "lower data");
+    // A new reader sees the copy, and so does the writer.
     assert_eq!(std::fs::read_to_string(&path).unwrap(), "UPPER data");
+    assert_eq!(
+        std::fs::read_to_string(spec.rw.join("f")).unwrap(),
+        "UPPER data"
+    );
+    assert_eq!(
+        std::fs::read_to_string(spec.ro[1].join("f")).unwrap(),
+        "lower data"
+    );
+    assert_eq!(
+        std::fs::metadata(&path).unwrap().len(),
+        writer.metadata().unwrap().len()
+    );
     // Many opens of one rw file, reading and writing, agree.
     let mut opens: Vec<std::fs::File> = (0..4)
         .map(|i| {

@@ -130,10 +130,40 @@ impl OsStrFromBytes for std::ffi::OsStr {
     }
 }
 
+/// True when this process may give files to any owner (euid 0).
+pub(crate) fn privileged() -> bool {
+    rustix::process::geteuid().is_root()
+}
+
+/// Gives `path` (now owned by `current`) the owner `want`, not following a
+/// symlink. Nothing is done when it has that owner already. A server
+/// running without root cannot give files away: there the entry keeps the
+/// server's ids, as in any unprivileged (rootless) union, and the refusal is
+/// logged rather than failing the operation. As root every failure counts.
+pub(crate) fn set_owner(path: &Path, current: (u32, u32), want: (u32, u32)) -> Result<()> {
+    if current == want {
+        return Ok(());
+    }
+    match std::os::unix::fs::lchown(path, Some(want.0), Some(want.1)) {
+        Ok(()) => Ok(()),
+        Err(e) if e.raw_os_error() == Some(libc::EPERM) && !privileged() => {
+            tracing::debug!(
+                storage_driver = "aufs",
+                ?path,
+                uid = want.0,
+                gid = want.1,
+                "owner not set: the union runs unprivileged"
+            );
+            Ok(())
+        }
+        Err(e) => Err(UnionError::io("chown", path, e)),
+    }
+}
+
 /// Sets owner, then mode (chown clears set-id bits), of `dst`.
 pub(crate) fn copy_owner_mode(dst: &Path, md: &Metadata) -> Result<()> {
-    std::os::unix::fs::lchown(dst, Some(md.uid()), Some(md.gid()))
-        .map_err(|e| UnionError::io("chown", dst, e))?;
+    let now = std::fs::symlink_metadata(dst).map_err(|e| UnionError::io("lstat", dst, e))?;
+    set_owner(dst, (now.uid(), now.gid()), (md.uid(), md.gid()))?;
     if !md.file_type().is_symlink() {
         std::fs::set_permissions(dst, std::fs::Permissions::from_mode(md.mode() & 0o7777))
             .map_err(|e| UnionError::io("chmod", dst, e))?;

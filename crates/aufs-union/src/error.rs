@@ -114,7 +114,9 @@ impl UnionError {
             UnionError::Branch { source, .. } | UnionError::Io { source, .. } => {
                 source.raw_os_error().unwrap_or(libc::EIO)
             }
-            UnionError::InvalidPath { .. } | UnionError::Reserved { .. } => libc::EINVAL,
+            UnionError::InvalidPath { .. } => libc::EINVAL,
+            // As aufs (`au_test_shwh`): reserved names are not permitted.
+            UnionError::Reserved { .. } => libc::EPERM,
             UnionError::NotFound { .. } => libc::ENOENT,
             UnionError::ReadOnly { .. } => libc::EROFS,
             UnionError::NotADirectory { .. } => libc::ENOTDIR,

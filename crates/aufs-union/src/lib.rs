@@ -13,6 +13,7 @@ mod copy_up;
 mod entry;
 mod error;
 mod path;
+mod plink;
 mod ro_index;
 mod view;
 mod walk;

@@ -47,6 +47,8 @@ pub struct UnionView {
     ro_chain: Vec<usize>,
     pub(crate) xino: Xino,
     ro_index: RoIndex,
+    /// Names of multiply-linked lower files, for pseudo-links.
+    pub(crate) links: crate::plink::LinkIndex,
     pub(crate) write_lock: Mutex<()>,
     /// Resolved union directories by path, valid for one generation.
     dir_cache: RwLock<std::collections::HashMap<PathBuf, (u64, Arc<DirState>)>>,
@@ -110,6 +112,7 @@ impl UnionView {
             ro_chain,
             xino: Xino::new(base_dev),
             ro_index: RoIndex::new(),
+            links: crate::plink::LinkIndex::default(),
             write_lock: Mutex::new(()),
             dir_cache: RwLock::new(std::collections::HashMap::new()),
             generation: AtomicU64::new(0),

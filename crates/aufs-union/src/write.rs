@@ -3,7 +3,7 @@
 //! whiteouts when removed; a directory re-created over a removed one is
 //! opaque.
 
-use crate::copy_up::{copy_node, copy_owner_mode, copy_times, copy_xattrs, temp_name};
+use crate::copy_up::{copy_node, copy_owner_mode, copy_times, copy_xattrs, set_owner, temp_name};
 use crate::entry::Entry;
 use crate::error::{Result, UnionError};
 use crate::path::{components, split_parent};
@@ -145,6 +145,24 @@ impl UnionView {
         self.copy_up_locked(path, with_data)
     }
 
+    /// Gives the copied-up rw file at `path` its own inode number (the rw
+    /// file's) instead of its lower original's, from now on and across
+    /// remounts. A filesystem uses this when the lower original is still in
+    /// use under the old number (open with the kernel bound to it), so the
+    /// copy needs a number of its own. Returns the entry with its new number.
+    pub fn renumber(&self, path: &Path) -> Result<Entry> {
+        let _guard = self.lock_writes(path)?;
+        let e = self.lookup(path)?.ok_or_else(|| UnionError::NotFound {
+            path: path.to_path_buf(),
+        })?;
+        if e.branch_index == self.rw_index() && !e.is_dir() {
+            self.xino.forget(e.metadata.ino());
+        }
+        self.lookup(path)?.ok_or_else(|| UnionError::NotFound {
+            path: path.to_path_buf(),
+        })
+    }
+
     fn copy_up_locked(&self, path: &Path, with_data: bool) -> Result<Entry> {
         let rw = self.rw_index();
         let found = self
@@ -169,8 +187,13 @@ impl UnionView {
                 let _ = std::fs::remove_file(&tmp);
                 return Err(e);
             }
-            if src.metadata.nlink() == 1 {
-                let real = rw_parent.join(name);
+            let real = rw_parent.join(name);
+            if src.metadata.nlink() > 1 && src.metadata.is_file() {
+                self.link_other_names(path, src, &real)?;
+            }
+            // Every visible name of the lower file now shows the copy: it
+            // keeps the lower number.
+            if src.metadata.nlink() == 1 || src.metadata.is_file() {
                 let md = std::fs::symlink_metadata(&real).map_err(io_err("lstat", &real))?;
                 self.xino
                     .record_copy_up(md.ino(), crate::xino::birth_of(&md), src.ino);
@@ -180,6 +203,34 @@ impl UnionView {
         self.lookup(path)?.ok_or_else(|| UnionError::NotFound {
             path: path.to_path_buf(),
         })
+    }
+
+    /// aufs pseudo-links, flushed: every other name under which the union
+    /// shows lower file `src` (just copied up from `path` to `copy`) becomes
+    /// a hard link to `copy` in the rw branch.
+    fn link_other_names(&self, path: &Path, src: &Entry, copy: &Path) -> Result<()> {
+        let branch = &self.branches[src.branch_index];
+        let others = self
+            .links
+            .names(src.branch_index, branch, src.metadata.ino())?;
+        let me = components(path)?;
+        for other in &others {
+            if components(other)? == me {
+                continue;
+            }
+            let Some(found) = self.lookup_found(other)? else {
+                continue;
+            };
+            if found.entry.branch_index != src.branch_index || found.entry.ino != src.ino {
+                continue;
+            }
+            let (parent, name) = split_parent(other)?;
+            let rw_parent = self.ensure_rw_dir(&parent)?;
+            let link = rw_parent.join(name);
+            std::fs::hard_link(copy, &link).map_err(io_err("link", &link))?;
+            tracing::debug!(storage_driver = "aufs", ?path, ?other, "pseudo-link");
+        }
+        Ok(())
     }
 
     fn check_new_name(path: &Path, name: &OsStr) -> Result<()> {
@@ -240,26 +291,39 @@ impl UnionView {
             }
         };
         let finish = || -> Result<()> {
+            // As made by this process: its ids, or the group of a set-gid
+            // parent (which the kernel gave it already).
+            let made = std::fs::symlink_metadata(&real).map_err(io_err("lstat", &real))?;
+            let mut changed = false;
             if let Some(owner) = owner {
-                let parent_md =
-                    std::fs::metadata(&rw_parent).map_err(io_err("stat", &rw_parent))?;
-                let gid = if parent_md.mode() & libc::S_ISGID != 0 {
-                    parent_md.gid()
-                } else {
+                // With the caller's group already (the common case) the
+                // parent's set-gid bit cannot change the answer.
+                let gid = if made.gid() == owner.gid {
                     owner.gid
+                } else {
+                    let parent_md =
+                        std::fs::metadata(&rw_parent).map_err(io_err("stat", &rw_parent))?;
+                    if parent_md.mode() & libc::S_ISGID != 0 {
+                        parent_md.gid()
+                    } else {
+                        owner.gid
+                    }
                 };
-                std::os::unix::fs::lchown(&real, Some(owner.uid), Some(gid))
-                    .map_err(io_err("chown", &real))?;
+                let want = (owner.uid, gid);
+                changed |= (made.uid(), made.gid()) != want;
+                set_owner(&real, (made.uid(), made.gid()), want)?;
             }
             if let Some(mode) = mode {
                 let mut bits = mode & 0o7777;
                 if matches!(node, NewNode::Dir { .. }) {
                     // A directory keeps the set-gid bit its parent gave it.
-                    let md = std::fs::metadata(&real).map_err(io_err("stat", &real))?;
-                    bits |= md.mode() & libc::S_ISGID;
+                    bits |= made.mode() & libc::S_ISGID;
                 }
-                std::fs::set_permissions(&real, std::fs::Permissions::from_mode(bits))
-                    .map_err(io_err("chmod", &real))?;
+                // A chown clears set-id bits: set the mode again after one.
+                if changed || made.mode() & 0o7777 != bits {
+                    std::fs::set_permissions(&real, std::fs::Permissions::from_mode(bits))
+                        .map_err(io_err("chmod", &real))?;
+                }
             }
             if had_whiteout {
                 if matches!(node, NewNode::Dir { .. }) {

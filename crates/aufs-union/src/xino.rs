@@ -4,8 +4,9 @@
 //! number already names one file uniquely: it is used as is. Files on another
 //! device get a 64-bit mix of (device, inode) with the top bit set, so they
 //! cannot collide with plain numbers. A file copied up keeps the number of its
-//! lower original (when the original had a single link, so no other name
-//! still shows it). With an xino file ([`crate::UnionView::with_xino_file`])
+//! lower original (every other name of a multiply-linked original is linked
+//! to the copy, so no name still shows the original; see `plink`), unless
+//! renumbered ([`crate::UnionView::renumber`]). With an xino file ([`crate::UnionView::with_xino_file`])
 //! that holds across remounts too: each copy-up appends (rw inode, birth
 //! time, union inode) to the file, and a record only applies to the rw file
 //! born at that time, so a reused inode number never inherits it.

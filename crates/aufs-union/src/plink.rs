@@ -1,0 +1,90 @@
+//! aufs pseudo-links: a lower file with several names stays one file in the
+//! union. Copy-up of one name links every other name that the union shows
+//! of the same lower file to the copy in the rw branch at once — what aufs's
+//! plinks leave after `auplink flush` — so all names keep showing one file
+//! (one inode, the written data) and the layer's diff holds every name.
+
+use crate::branch::Branch;
+use crate::error::{Result, UnionError};
+use std::collections::HashMap;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+/// The names of each multiply-linked regular file of a read-only branch.
+type Names = HashMap<u64, Vec<PathBuf>>;
+
+/// Per read-only branch, built on the first copy-up of a file with several
+/// links from it (read-only branches never change, so once is enough).
+#[derive(Debug, Default)]
+pub(crate) struct LinkIndex {
+    branches: Mutex<HashMap<usize, Arc<Names>>>,
+}
+
+impl LinkIndex {
+    /// The paths (relative to the branch root) of real inode `ino` in
+    /// read-only branch `index`.
+    pub(crate) fn names(&self, index: usize, branch: &Branch, ino: u64) -> Result<Vec<PathBuf>> {
+        let mut map = self.branches.lock().unwrap_or_else(|e| e.into_inner());
+        let names = match map.get(&index) {
+            Some(n) => n.clone(),
+            None => {
+                let n = Arc::new(scan(branch.root.as_std_path())?);
+                map.insert(index, n.clone());
+                n
+            }
+        };
+        Ok(names.get(&ino).cloned().unwrap_or_default())
+    }
+}
+
+/// Walks `root` and collects the names of regular files with several links.
+fn scan(root: &Path) -> Result<Names> {
+    let mut names = Names::new();
+    let mut dirs = vec![PathBuf::new()];
+    while let Some(rel) = dirs.pop() {
+        let real = root.join(&rel);
+        let rd = std::fs::read_dir(&real).map_err(|e| UnionError::io("readdir", &real, e))?;
+        for de in rd {
+            let de = de.map_err(|e| UnionError::io("readdir", &real, e))?;
+            let ft = de
+                .file_type()
+                .map_err(|e| UnionError::io("lstat", de.path(), e))?;
+            if ft.is_dir() {
+                dirs.push(rel.join(de.file_name()));
+            } else if ft.is_file() {
+                let md = de
+                    .metadata()
+                    .map_err(|e| UnionError::io("lstat", de.path(), e))?;
+                if md.nlink() > 1 {
+                    names
+                        .entry(md.ino())
+                        .or_default()
+                        .push(rel.join(de.file_name()));
+                }
+            }
+        }
+    }
+    Ok(names)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_every_name_of_linked_files_only() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+        std::fs::create_dir_all(root.join("d/e")).unwrap();
+        std::fs::write(root.join("a"), "x").unwrap();
+        std::fs::hard_link(root.join("a"), root.join("d/e/b")).unwrap();
+        std::fs::write(root.join("single"), "y").unwrap();
+        let names = scan(root).unwrap();
+        let ino = std::fs::metadata(root.join("a")).unwrap().ino();
+        let mut got = names[&ino].clone();
+        got.sort();
+        assert_eq!(got, vec![PathBuf::from("a"), PathBuf::from("d/e/b")]);
+        assert_eq!(names.len(), 1);
+    }
+}
