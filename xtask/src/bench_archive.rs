@@ -13,58 +13,14 @@
 //! runs are compared with durable peers, the others with the peers as is.
 
 use crate::measure::{compare, sh, Contender, Outcome};
+use crate::rootfs::{q, rootfs};
 use aufs_archive::{apply_layer, export_diff, ApplyOptions};
 use camino::{Utf8Path, Utf8PathBuf};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-fn q(p: &Path) -> String {
-    format!("'{}'", p.display())
-}
-
 fn utf8(p: &Path) -> Result<Utf8PathBuf, String> {
     Utf8PathBuf::from_path_buf(p.to_path_buf()).map_err(|p| format!("{p:?}: not UTF-8"))
-}
-
-/// Builds (once) `dir/rootfs`, a Debian minbase made by debootstrap, or a
-/// copy of /usr/lib and /usr/share when that fails; returns it and what it is.
-fn rootfs(dir: &Path) -> Result<(PathBuf, String), String> {
-    let root = dir.join("rootfs");
-    let marker = root.join(".complete");
-    if !marker.exists() {
-        let tmp = dir.join("rootfs.tmp");
-        sh(&format!("rm -rf {}", q(&tmp)))?;
-        sh("command -v debootstrap >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap >/dev/null")?;
-        let made = sh(&format!(
-            "debootstrap --variant=minbase bookworm {} http://deb.debian.org/debian > {} 2>&1",
-            q(&tmp),
-            q(&dir.join("debootstrap.log"))
-        ));
-        let source = match made {
-            Ok(()) => "debootstrap --variant=minbase bookworm".to_string(),
-            Err(e) => {
-                eprintln!(
-                    "bench archive: debootstrap failed ({e}); using a copy of /usr/lib and /usr/share instead"
-                );
-                sh(&format!(
-                    "rm -rf {t} && mkdir -p {t}/usr && cp -a /usr/share /usr/lib {t}/usr/",
-                    t = q(&tmp)
-                ))?;
-                "copy of /usr/lib + /usr/share (debootstrap failed)".to_string()
-            }
-        };
-        sh(&format!(
-            "rm -rf {r} && mv {t} {r} && echo {s:?} > {r}/.complete",
-            r = q(&root),
-            t = q(&tmp),
-            s = source
-        ))?;
-    }
-    let source = std::fs::read_to_string(&marker)
-        .map_err(|e| e.to_string())?
-        .trim()
-        .to_string();
-    Ok((root, source))
 }
 
 /// `tar --format=pax` of the rootfs (once).

@@ -5,48 +5,15 @@
 //! the servers' own caches.
 
 use crate::measure::{compare, sh, Contender, Outcome};
+use crate::rootfs::{q, rootfs};
 use std::path::{Path, PathBuf};
 
 /// Layer counts compared.
 const DEPTHS: [usize; 2] = [16, 128];
 
-fn q(p: &Path) -> String {
-    format!("'{}'", p.display())
-}
-
-/// Builds (once) a Debian minbase rootfs under `dir/rootfs`, falling back to
-/// a copy of /usr/share and /usr/lib when debootstrap fails, and its tar.
-fn rootfs(dir: &Path) -> Result<PathBuf, String> {
-    let root = dir.join("rootfs");
-    if !root.join(".complete").exists() {
-        let tmp = dir.join("rootfs.tmp");
-        sh(&format!("rm -rf {}", q(&tmp)))?;
-        sh("command -v debootstrap >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap >/dev/null")?;
-        let made = sh(&format!(
-            "debootstrap --variant=minbase bookworm {} http://deb.debian.org/debian > {} 2>&1",
-            q(&tmp),
-            q(&dir.join("debootstrap.log"))
-        ));
-        let source = match made {
-            Ok(()) => "debootstrap --variant=minbase bookworm".to_string(),
-            Err(e) => {
-                eprintln!(
-                    "bench fuse: debootstrap failed ({e}); using a copy of /usr/share and /usr/lib instead"
-                );
-                sh(&format!(
-                    "rm -rf {t} && mkdir -p {t}/usr && cp -a /usr/share /usr/lib {t}/usr/",
-                    t = q(&tmp)
-                ))?;
-                "copy of /usr/share + /usr/lib (debootstrap failed)".to_string()
-            }
-        };
-        sh(&format!(
-            "rm -rf {r} && mv {t} {r} && echo {s:?} > {r}/.complete",
-            r = q(&root),
-            t = q(&tmp),
-            s = source
-        ))?;
-    }
+/// The shared rootfs and a GNU-format tar of it (once).
+fn rootfs_and_tar(dir: &Path) -> Result<PathBuf, String> {
+    let (root, _source) = rootfs(dir)?;
     let tar = dir.join("rootfs.tar");
     if !tar.exists() {
         sh(&format!(
@@ -222,7 +189,7 @@ pub fn bench_fuse(bench_dir: &Path, ctl: &Path, runs: usize) -> Result<Vec<Outco
     let dir = bench_dir.join("fuse");
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
     sh("command -v fuse-overlayfs >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fuse-overlayfs >/dev/null")?;
-    let rootfs = rootfs(&dir)?;
+    let rootfs = rootfs_and_tar(&dir)?;
     let source = std::fs::read_to_string(rootfs.join(".complete")).unwrap_or_default();
     eprintln!("bench fuse: rootfs from {}", source.trim());
     let tar = dir.join("rootfs.tar");

@@ -7,6 +7,7 @@
 
 mod bench;
 mod measure;
+mod rootfs;
 
 use std::process::ExitCode;
 
