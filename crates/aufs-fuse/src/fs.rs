@@ -384,6 +384,21 @@ impl UnionFs {
         Ok(e)
     }
 
+    /// Removes `name` from `parent` with `remove` (unlink or rmdir, which
+    /// leave the whiteouts aufs would) and forgets the name's node link.
+    fn remove_name(
+        &self,
+        parent: INodeNo,
+        name: &OsStr,
+        remove: fn(&UnionView, &Path) -> Result<(), UnionError>,
+    ) -> Result<(), Errno> {
+        let p = self.child(parent, name)?;
+        let ino = self.lookup_path(&p)?.ino;
+        remove(&self.view, &p).map_err(|e| errno(&e))?;
+        lock(&self.nodes).unlink(parent.0, name, ino);
+        Ok(())
+    }
+
     fn reply_entry(&self, reply: ReplyEntry, r: Result<Entry, Errno>) {
         match r {
             Ok(e) => reply.entry(&self.ttl(&e), &entry_attr(&e), Generation(0)),
@@ -772,29 +787,11 @@ impl Filesystem for UnionFs {
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        let r = self.child(parent, name).and_then(|p| {
-            let ino = self.lookup_path(&p)?.ino;
-            self.view.unlink(&p).map_err(|e| errno(&e))?;
-            lock(&self.nodes).unlink(parent.0, name, ino);
-            Ok(())
-        });
-        match r {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(e),
-        }
+        reply_empty(reply, self.remove_name(parent, name, UnionView::unlink))
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        let r = self.child(parent, name).and_then(|p| {
-            let ino = self.lookup_path(&p)?.ino;
-            self.view.rmdir(&p).map_err(|e| errno(&e))?;
-            lock(&self.nodes).unlink(parent.0, name, ino);
-            Ok(())
-        });
-        match r {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(e),
-        }
+        reply_empty(reply, self.remove_name(parent, name, UnionView::rmdir))
     }
 
     fn symlink(
@@ -840,10 +837,7 @@ impl Filesystem for UnionFs {
             nodes.rename(src_ino, parent.0, name, newparent.0, newname);
             Ok(())
         })();
-        match r {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(e),
-        }
+        reply_empty(reply, r)
     }
 
     fn link(
@@ -980,10 +974,7 @@ impl Filesystem for UnionFs {
             }
             .map_err(io_errno)
         });
-        match r {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(e),
-        }
+        reply_empty(reply, r)
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
@@ -1131,10 +1122,7 @@ impl Filesystem for UnionFs {
                 .and_then(|d| d.sync_all())
                 .map_err(io_errno)
         });
-        match r {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(e),
-        }
+        reply_empty(reply, r)
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
@@ -1174,10 +1162,7 @@ impl Filesystem for UnionFs {
             )
             .map_err(rustix_errno)
         });
-        match r {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(e),
-        }
+        reply_empty(reply, r)
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
@@ -1199,10 +1184,7 @@ impl Filesystem for UnionFs {
             let e = self.writable_real(ino)?;
             rustix::fs::lremovexattr(&e.real_path, name).map_err(rustix_errno)
         });
-        match r {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(e),
-        }
+        reply_empty(reply, r)
     }
 
     fn access(&self, _req: &Request, ino: INodeNo, _mask: AccessFlags, reply: ReplyEmpty) {
@@ -1268,10 +1250,7 @@ impl Filesystem for UnionFs {
             )
             .map_err(rustix_errno)
         });
-        match r {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(e),
-        }
+        reply_empty(reply, r)
     }
 
     fn ioctl(
@@ -1345,5 +1324,13 @@ impl Filesystem for UnionFs {
             Ok(o) => reply.offset(o as i64),
             Err(e) => reply.error(e),
         }
+    }
+}
+
+/// Answers a request that returns no data.
+fn reply_empty(reply: ReplyEmpty, r: Result<(), Errno>) {
+    match r {
+        Ok(()) => reply.ok(),
+        Err(e) => reply.error(e),
     }
 }
