@@ -164,9 +164,10 @@ impl FuseBackend {
         lines.into_iter().rev().collect::<Vec<_>>().join(" | ")
     }
 
-    /// Waits for the server of `target` to exit after its unmount.
-    fn wait_server_exit(&self, target: &Utf8Path) {
-        let Some(pid) = self.server_pid(target) else {
+    /// Waits for the server of `target` (`pid`, read before the unmount:
+    /// the server removes its pid file just before it exits) to exit.
+    fn wait_server_exit(&self, target: &Utf8Path, pid: Option<i32>) {
+        let Some(pid) = pid else {
             return;
         };
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -312,8 +313,9 @@ impl UnionBackend for FuseBackend {
         if !self.is_mounted(target)? {
             return Err(errno(libc::EINVAL, format!("no union mounted at {target}")));
         }
+        let pid = self.server_pid(target);
         umount(&mount_point_of(target))?;
-        self.wait_server_exit(target);
+        self.wait_server_exit(target, pid);
         Ok(())
     }
 
@@ -336,6 +338,7 @@ impl UnionBackend for FuseBackend {
             .filter(|p| seen.insert(p.clone()))
             .collect();
         for mp in under {
+            let pid = Utf8Path::from_path(&mp).and_then(|t| self.server_pid(t));
             let res = if is_stale(&mp) {
                 rustix::mount::unmount(&mp, UnmountFlags::DETACH).map_err(io::Error::from)
             } else {
@@ -347,7 +350,7 @@ impl UnionBackend for FuseBackend {
                 Err(e) => return Err(e),
             }
             if let Some(t) = Utf8Path::from_path(&mp) {
-                self.wait_server_exit(t);
+                self.wait_server_exit(t, pid);
             }
         }
         Ok(())

@@ -197,6 +197,15 @@ impl UnionFs {
         lock(&self.files).values().find(|f| f.ino == ino).cloned()
     }
 
+    /// An open descriptor of node `ino` in the rw branch: the node's own
+    /// file, reachable without a lookup or a copy-up.
+    fn any_open_rw_file(&self, ino: u64) -> Option<Arc<OpenFile>> {
+        lock(&self.files)
+            .values()
+            .find(|f| f.ino == ino && f.in_rw)
+            .cloned()
+    }
+
     fn path(&self, ino: INodeNo) -> Result<PathBuf, Errno> {
         lock(&self.nodes).path(ino.0).ok_or(Errno::ENOENT)
     }
@@ -422,6 +431,14 @@ impl UnionFs {
         if let Some(f) = fh.and_then(|fh| self.file(fh).ok()).filter(|f| f.in_rw) {
             return setattr_fd(ino, &f.file, mode, uid, gid, size, atime, mtime);
         }
+        // `fchown`, `fchmod` and `futimens` reach us without a handle: any
+        // open descriptor of the same rw-branch file will do (a size change
+        // needs a writable one, so it keeps the path below).
+        if size.is_none() {
+            if let Some(f) = self.any_open_rw_file(ino.0) {
+                return setattr_fd(ino, &f.file, mode, uid, gid, size, atime, mtime);
+            }
+        }
         let path = match self.path(ino) {
             Ok(p) => p,
             Err(err) => {
@@ -626,6 +643,22 @@ fn get_xattr(path: &Path, name: &OsStr) -> Result<Vec<u8>, Errno> {
     }
 }
 
+/// [`get_xattr`] through an open descriptor.
+fn fget_xattr(file: &File, name: &OsStr) -> Result<Vec<u8>, Errno> {
+    loop {
+        let len = rustix::fs::fgetxattr_query(file, name).map_err(rustix_errno)?;
+        let mut buf = vec![0u8; len];
+        match rustix::fs::fgetxattr(file, name, &mut buf[..]) {
+            Ok(n) => {
+                buf.truncate(n);
+                return Ok(buf);
+            }
+            Err(rustix::io::Errno::RANGE) => continue,
+            Err(e) => return Err(rustix_errno(e)),
+        }
+    }
+}
+
 fn list_xattr(path: &Path) -> Result<Vec<u8>, Errno> {
     loop {
         let len = rustix::fs::llistxattr_query(path).map_err(rustix_errno)?;
@@ -658,6 +691,9 @@ impl Filesystem for UnionFs {
                 );
             }
         }
+        // Readahead of files not passed through goes out in the background:
+        // allow more of it in flight than the default 12 requests.
+        let _ = config.set_max_background(64);
         // Passthrough needs room for one stacking level (the branches' own
         // filesystem).
         self.passthrough = config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok()
@@ -1166,9 +1202,14 @@ impl Filesystem for UnionFs {
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
-        let data = self
-            .real_of(ino)
-            .and_then(|e| get_xattr(&e.real_path, name));
+        // The kernel asks for `security.capability` and the ACLs of a file
+        // being written: an open rw descriptor answers without a lookup.
+        let data = match self.any_open_rw_file(ino.0) {
+            Some(f) => fget_xattr(&f.file, name),
+            None => self
+                .real_of(ino)
+                .and_then(|e| get_xattr(&e.real_path, name)),
+        };
         Self::xattr_reply(reply, size, data);
     }
 
