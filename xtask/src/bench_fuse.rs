@@ -181,8 +181,15 @@ fn workloads(tar: &Path) -> Vec<(&'static str, String)> {
             "untar rootfs into the rw layer",
             format!("mkdir x && tar -C x -xf {}", q(tar)),
         ),
+        // A small C build in the union: 120 sources written, compiled and
+        // linked by make -j2 (the host's gcc; sources, objects and the
+        // program live in the union's rw layer).
+        ("build a small C project (make -j2)", C_BUILD.into()),
     ]
 }
+
+/// Writes and builds a small C project in `./build`.
+const C_BUILD: &str = r#"mkdir build && cd build && for i in $(seq 1 120); do printf '#include <stdio.h>\n#include <string.h>\nint f%d(const char *s) { return (int)strlen(s) + %d; }\n' $i $i > f$i.c; done && printf 'int main(void) { return 0; }\n' > main.c && printf 'SRCS := $(wildcard *.c)\nprog: $(SRCS:.c=.o)\n\t$(CC) -o $@ $^\n' > Makefile && make -s -j2 CC=gcc && test -x prog"#;
 
 /// Runs the `fuse` group.
 pub fn bench_fuse(bench_dir: &Path, ctl: &Path, runs: usize) -> Result<Vec<Outcome>, String> {
