@@ -629,26 +629,29 @@ fn setattr_fd(
 }
 
 fn get_xattr(path: &Path, name: &OsStr) -> Result<Vec<u8>, Errno> {
-    loop {
-        let len = rustix::fs::lgetxattr_query(path, name).map_err(rustix_errno)?;
-        let mut buf = vec![0u8; len];
-        match rustix::fs::lgetxattr(path, name, &mut buf[..]) {
-            Ok(n) => {
-                buf.truncate(n);
-                return Ok(buf);
-            }
-            Err(rustix::io::Errno::RANGE) => continue,
-            Err(e) => return Err(rustix_errno(e)),
-        }
-    }
+    read_xattr(
+        || rustix::fs::lgetxattr_query(path, name),
+        |buf| rustix::fs::lgetxattr(path, name, buf),
+    )
 }
 
 /// [`get_xattr`] through an open descriptor.
 fn fget_xattr(file: &File, name: &OsStr) -> Result<Vec<u8>, Errno> {
+    read_xattr(
+        || rustix::fs::fgetxattr_query(file, name),
+        |buf| rustix::fs::fgetxattr(file, name, buf),
+    )
+}
+
+/// Sizes an xattr, then reads it, again if it grew in between (`ERANGE`).
+fn read_xattr(
+    query: impl Fn() -> rustix::io::Result<usize>,
+    read: impl Fn(&mut [u8]) -> rustix::io::Result<usize>,
+) -> Result<Vec<u8>, Errno> {
     loop {
-        let len = rustix::fs::fgetxattr_query(file, name).map_err(rustix_errno)?;
+        let len = query().map_err(rustix_errno)?;
         let mut buf = vec![0u8; len];
-        match rustix::fs::fgetxattr(file, name, &mut buf[..]) {
+        match read(&mut buf[..]) {
             Ok(n) => {
                 buf.truncate(n);
                 return Ok(buf);
