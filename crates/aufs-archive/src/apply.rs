@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::{self, Read, Write};
+use std::io::{self, BufRead, Read, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::FileExt;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -510,7 +510,6 @@ struct Applier<'a, R> {
     root_owner: Option<(u32, u32)>,
     entries: u64,
     skipped_devices: u64,
-    buf: Vec<u8>,
     parents: Parents,
     umask: Option<u32>,
     /// The diff size so far, while it can be counted entry by entry (the
@@ -562,7 +561,7 @@ fn is_overlay_xattr(k: &[u8]) -> bool {
     k.starts_with(b"trusted.overlay.") || k.starts_with(b"user.overlay.")
 }
 
-impl<'a, R: Read> Applier<'a, R> {
+impl<'a, R: BufRead> Applier<'a, R> {
     fn new(
         staging: &'a Staging,
         opts: &'a ApplyOptions,
@@ -584,7 +583,6 @@ impl<'a, R: Read> Applier<'a, R> {
             root_owner,
             entries: 0,
             skipped_devices: 0,
-            buf: vec![0u8; 256 * 1024],
             parents: Parents::default(),
             umask: crate::born::umask(),
             size: staging.started_empty.then_some(0),
@@ -930,13 +928,11 @@ impl<'a, R: Read> Applier<'a, R> {
                         self.rd.record_range(0, e.size)?;
                     }
                 }
-                loop {
-                    let n = self.rd.read_content(&mut self.buf)?;
-                    if n == 0 {
-                        break;
-                    }
-                    f.write_all(&self.buf[..n]).map_err(werr)?;
-                }
+                while self
+                    .rd
+                    .content_chunk(usize::MAX, |chunk| f.write_all(chunk).map_err(werr))?
+                    > 0
+                {}
             }
             Some(sparse) => {
                 let (map, real_size) = match sparse {
@@ -965,15 +961,16 @@ impl<'a, R: Read> Applier<'a, R> {
                     let mut pos = off;
                     let end = off + len;
                     while pos < end {
-                        let want = ((end - pos) as usize).min(self.buf.len());
-                        let n = self.rd.read_content(&mut self.buf[..want])?;
+                        let want = (end - pos).min(usize::MAX as u64) as usize;
+                        let n = self.rd.content_chunk(want, |chunk| {
+                            f.write_all_at(chunk, pos).map_err(werr)
+                        })?;
                         if n == 0 {
                             return Err(ArchiveError::bad_entry(
                                 &e.name,
                                 "sparse data shorter than its map",
                             ));
                         }
-                        f.write_all_at(&self.buf[..n], pos).map_err(werr)?;
                         pos += n as u64;
                     }
                 }

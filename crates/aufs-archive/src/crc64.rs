@@ -1,43 +1,23 @@
 //! CRC-64/GO-ISO (Go's `crc64.ISO`), the checksum of file contents in
-//! exact-bytes metadata, computed without tables.
+//! exact-bytes metadata.
 //!
-//! Its polynomial `x^64 + x^4 + x^3 + x + 1` is sparse, so multiplying by
-//! `x^(64k) mod G` is a handful of shifts: four 64-bit words are folded in at
-//! once, three of them independently of the running state. That is about
-//! twice the speed of a 16-way table lookup and needs no `unsafe`.
+//! Every byte of file content in an applied layer goes through it, so it is
+//! computed by `crc-fast`, which folds with the CPU's carry-less multiply
+//! (PCLMULQDQ/VPCLMULQDQ, PMULL) where there is one and falls back to tables
+//! elsewhere: about 10x the speed of a table-free scalar fold here.
 
-/// Bit positions of `x^(64k) mod G` for k = 1..=4 (k = 2 and 4 are squares).
-const M1: [u32; 4] = [0, 1, 3, 4];
-const M2: [u32; 4] = [0, 2, 6, 8];
-const M3: [u32; 10] = [0, 1, 2, 4, 5, 7, 8, 10, 11, 12];
-const M4: [u32; 4] = [0, 4, 12, 16];
-/// The reflected polynomial, for single bytes.
-const POLY: u64 = 0xD800_0000_0000_0000;
-
-/// `a * x^(64k) mod G` in the reflected domain, `m` the bits of `x^(64k) mod G`.
-#[inline(always)]
-fn fold(a: u64, m: &[u32]) -> u64 {
-    let (mut lo, mut hi) = (0u64, 0u64);
-    for &j in m {
-        lo ^= a >> j;
-        if j > 0 {
-            hi ^= a << (64 - j);
-        }
-    }
-    // What overflowed past x^64, times x^64 mod G (M1); it cannot overflow again.
-    lo ^ hi ^ (hi >> 1) ^ (hi >> 3) ^ (hi >> 4)
-}
-
-fn word(b: &[u8]) -> u64 {
-    let mut w = [0u8; 8];
-    w.copy_from_slice(b);
-    u64::from_le_bytes(w)
-}
+use crc_fast::{CrcAlgorithm, Digest};
 
 /// A running CRC-64/GO-ISO.
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone)]
 pub(crate) struct Crc64 {
-    state: u64,
+    digest: Digest,
+}
+
+impl std::fmt::Debug for Crc64 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Crc64").finish_non_exhaustive()
+    }
 }
 
 impl Default for Crc64 {
@@ -47,34 +27,18 @@ impl Default for Crc64 {
 }
 
 impl Crc64 {
-    pub(crate) const fn new() -> Self {
-        Self { state: !0 }
+    pub(crate) fn new() -> Self {
+        Self {
+            digest: Digest::new(CrcAlgorithm::Crc64GoIso),
+        }
     }
 
     pub(crate) fn update(&mut self, data: &[u8]) {
-        let mut s = self.state;
-        let mut quads = data.chunks_exact(32);
-        for q in &mut quads {
-            s = fold(s ^ word(&q[..8]), &M4)
-                ^ fold(word(&q[8..16]), &M3)
-                ^ fold(word(&q[16..24]), &M2)
-                ^ fold(word(&q[24..]), &M1);
-        }
-        let mut words = quads.remainder().chunks_exact(8);
-        for w in &mut words {
-            s = fold(s ^ word(w), &M1);
-        }
-        for &b in words.remainder() {
-            s ^= u64::from(b);
-            for _ in 0..8 {
-                s = if s & 1 == 1 { (s >> 1) ^ POLY } else { s >> 1 };
-            }
-        }
-        self.state = s;
+        self.digest.update(data);
     }
 
     pub(crate) fn finalize(self) -> u64 {
-        !self.state
+        self.digest.finalize()
     }
 }
 

@@ -4,10 +4,10 @@
 //! Decompression and the sha256 DiffID are pure CPU work, the tree is mostly
 //! syscalls; on separate cores they overlap instead of adding up. Blocks of
 //! [`BLOCK_SIZE`] bytes go over a bounded channel (so a slow filesystem holds
-//! back reading, and memory stays at a few blocks) and come back empty over a
-//! second one to be reused.
+//! back reading, and memory stays bounded whatever the layer's size) and come
+//! back empty over a second one to be reused.
 
-use std::io::{self, Read};
+use std::io::{self, BufRead, Read};
 use std::sync::mpsc::{Receiver, SyncSender, TryRecvError};
 
 use sha2::{Digest as _, Sha256};
@@ -16,8 +16,14 @@ use crate::recording::Msg;
 
 /// Bytes handed over at a time.
 pub(crate) const BLOCK_SIZE: usize = 1 << 20;
-/// Blocks in flight between the two threads.
-pub(crate) const IN_FLIGHT: usize = 4;
+/// Blocks in flight between the two threads (at most 48 MiB).
+///
+/// Hashing runs at ~1.8 GB/s with SHA extensions, slower than the applying
+/// thread writes big files but faster than it creates small ones: a deep
+/// channel lets the reader run ahead through stretches of small files and
+/// the applier catch up through big ones. With 4 blocks an apply with a
+/// digest took ~1.13x the time without; with 48, ~1.05x.
+pub(crate) const IN_FLIGHT: usize = 48;
 
 /// A filled block, or the read error that ended the stream.
 pub(crate) type Block = io::Result<Vec<u8>>;
@@ -134,8 +140,8 @@ impl BlockReader {
     }
 }
 
-impl Read for BlockReader {
-    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+impl BufRead for BlockReader {
+    fn fill_buf(&mut self) -> io::Result<&[u8]> {
         while self.pos == self.cur.len() {
             if let Some((kind, msg)) = &self.failed {
                 return Err(io::Error::new(*kind, msg.clone()));
@@ -155,13 +161,24 @@ impl Read for BlockReader {
                     let last = std::mem::take(&mut self.cur);
                     self.pos = 0;
                     self.pass_on(last);
-                    return Ok(0);
+                    return Ok(&[]);
                 }
             }
         }
-        let n = out.len().min(self.cur.len() - self.pos);
-        out[..n].copy_from_slice(&self.cur[self.pos..self.pos + n]);
-        self.pos += n;
+        Ok(&self.cur[self.pos..])
+    }
+
+    fn consume(&mut self, amount: usize) {
+        self.pos = (self.pos + amount).min(self.cur.len());
+    }
+}
+
+impl Read for BlockReader {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        let avail = self.fill_buf()?;
+        let n = out.len().min(avail.len());
+        out[..n].copy_from_slice(&avail[..n]);
+        self.consume(n);
         Ok(n)
     }
 }

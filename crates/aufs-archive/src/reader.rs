@@ -6,7 +6,7 @@
 //! not file content can be recorded verbatim for exact reproduction, and (c)
 //! all of GNU tar's sparse formats can be decoded.
 
-use std::io::{self, Read};
+use std::io::{self, BufRead};
 
 use crate::error::{lossy, ArchiveError, Result};
 use crate::tarsplit::Recorder;
@@ -74,7 +74,33 @@ struct Source<R> {
     offset: u64,
 }
 
-impl<R: Read> Source<R> {
+impl<R: BufRead> Source<R> {
+    /// The input's buffered bytes, refilled when empty (empty only at EOF).
+    fn fill(&mut self) -> Result<&[u8]> {
+        loop {
+            match self.inner.fill_buf() {
+                Ok(_) => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(source) => {
+                    return Err(ArchiveError::Read {
+                        offset: self.offset,
+                        source,
+                    })
+                }
+            }
+        }
+        // Borrowed again: the loop above cannot return the borrow it retries.
+        self.inner.fill_buf().map_err(|source| ArchiveError::Read {
+            offset: self.offset,
+            source,
+        })
+    }
+
+    fn consume(&mut self, n: usize) {
+        self.inner.consume(n);
+        self.offset += n as u64;
+    }
+
     fn read_some(&mut self, buf: &mut [u8]) -> Result<usize> {
         loop {
             match self.inner.read(buf) {
@@ -127,7 +153,7 @@ pub(crate) struct TarReader<R> {
     next_file_id: u64,
 }
 
-impl<R: Read> TarReader<R> {
+impl<R: BufRead> TarReader<R> {
     pub(crate) fn new(inner: R, rec: Option<Box<dyn Recorder>>) -> Self {
         Self {
             src: Source { inner, offset: 0 },
@@ -251,18 +277,31 @@ impl<R: Read> TarReader<R> {
 
     /// Reads content of the current entry; 0 at its end. A premature EOF is an error.
     pub(crate) fn read_content(&mut self, buf: &mut [u8]) -> Result<usize> {
-        if self.remaining == 0 || buf.is_empty() {
+        let want = buf.len();
+        self.content_chunk(want, |chunk| {
+            buf[..chunk.len()].copy_from_slice(chunk);
+            Ok(())
+        })
+    }
+
+    /// Hands the next stretch of content (at most `max` bytes) to `sink`
+    /// straight from the input's buffer, so file data is not copied on its
+    /// way to the diff dir; returns its length, 0 once the content is read.
+    pub(crate) fn content_chunk(
+        &mut self,
+        max: usize,
+        sink: impl FnOnce(&[u8]) -> Result<()>,
+    ) -> Result<usize> {
+        if self.remaining == 0 || max == 0 {
             return Ok(0);
         }
         if !self.file_open {
             self.begin_file(&[], 0)?;
             self.inline = true;
         }
-        let want = buf
-            .len()
-            .min(self.remaining.min(usize::MAX as u64) as usize);
-        let n = self.src.read_some(&mut buf[..want])?;
-        if n == 0 {
+        let want = max.min(self.remaining.min(usize::MAX as u64) as usize);
+        let avail = self.src.fill()?;
+        if avail.is_empty() {
             return Err(ArchiveError::bad_entry(
                 &self.current,
                 format!(
@@ -271,12 +310,16 @@ impl<R: Read> TarReader<R> {
                 ),
             ));
         }
-        self.remaining -= n as u64;
+        let chunk = &avail[..want.min(avail.len())];
+        let n = chunk.len();
+        sink(chunk)?;
         if let Some(rec) = &mut self.rec {
-            rec.content(&buf[..n], self.inline).map_err(|e| {
+            rec.content(chunk, self.inline).map_err(|e| {
                 ArchiveError::entry_io(&self.current, "recording tar-split metadata", e)
             })?;
         }
+        self.src.consume(n);
+        self.remaining -= n as u64;
         Ok(n)
     }
 
@@ -303,9 +346,8 @@ impl<R: Read> TarReader<R> {
                 // Bytes the applier did not place in the diff dir.
                 self.inline = true;
             }
-            let mut buf = vec![0u8; 64 * 1024];
             while self.remaining > 0 {
-                self.read_content(&mut buf)?;
+                self.content_chunk(usize::MAX, |_| Ok(()))?;
             }
         }
         if self.file_open {

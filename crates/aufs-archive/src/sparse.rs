@@ -1,6 +1,6 @@
 //! Sparse file maps: validation and the PAX 1.0 in-data map.
 
-use std::io::Read;
+use std::io::BufRead;
 
 use crate::error::{ArchiveError, Result};
 use crate::reader::{TarReader, BLOCK, MAX_SPARSE_ENTRIES};
@@ -37,7 +37,7 @@ pub(crate) fn validate(
 /// Reads the PAX 1.0 sparse map at the start of an entry's content: decimal
 /// numbers, one a line (count, then offset/length pairs), padded to a block.
 /// Returns the map and the number of content bytes it took.
-pub(crate) fn read_data_map<R: Read>(
+pub(crate) fn read_data_map<R: BufRead>(
     rd: &mut TarReader<R>,
     entry: &[u8],
 ) -> Result<(Vec<(u64, u64)>, u64)> {
