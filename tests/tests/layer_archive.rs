@@ -177,11 +177,7 @@ fn diffs_against_an_older_ancestor_compare_unions_without_mounting() {
     assert_eq!(f.d.diff_size(&id("3"), Some(&id("1"))).unwrap(), 3 + 10);
     let mut tarball = Vec::new();
     f.d.diff(&id("3"), Some(&id("1")), &mut tarball).unwrap();
-    let names: Vec<String> = tar::Archive::new(&tarball[..])
-        .entries()
-        .unwrap()
-        .map(|e| String::from_utf8(e.unwrap().path_bytes().into_owned()).unwrap())
-        .collect();
+    let names = tar_names(&tarball);
     assert_eq!(
         names,
         vec!["etc/", "etc/added", "etc/.wh.gone", "etc/passwd"]
@@ -214,6 +210,15 @@ fn apply_diff_of_one_layer_onto_another() {
     );
 }
 
+/// The entry names of a tarball, in order.
+fn tar_names(tarball: &[u8]) -> Vec<String> {
+    tar::Archive::new(tarball)
+        .entries()
+        .unwrap()
+        .map(|e| String::from_utf8(e.unwrap().path_bytes().into_owned()).unwrap())
+        .collect()
+}
+
 #[test]
 fn applied_layer_diffs_to_the_exact_input_until_changed() {
     let f = fixture();
@@ -231,6 +236,12 @@ fn applied_layer_diffs_to_the_exact_input_until_changed() {
         again == input,
         "diff of an unchanged applied layer must be byte-identical"
     );
+    // A file added to the layer (every recorded file unchanged) is noticed.
+    std::fs::write(f.diff("l").join("etc/added"), "new\n").unwrap();
+    let mut added = Vec::new();
+    f.d.diff(&id("l"), None, &mut added).unwrap();
+    let names = tar_names(&added);
+    assert!(names.iter().any(|n| n.ends_with("etc/added")), "{names:?}");
     // Change the layer: the diff is generated from the diff dir instead.
     std::fs::write(f.diff("l").join("etc/hostname"), "changed!!!!\n").unwrap();
     let mut changed = Vec::new();
@@ -248,9 +259,14 @@ fn applied_layer_diffs_to_the_exact_input_until_changed() {
         }
     }
     assert!(found);
-    // Removing the layer removes its exact-bytes metadata.
+    // Removing the layer removes its exact-bytes metadata and its seal.
     let meta_dir = f.root.join("tar-split");
-    assert_eq!(std::fs::read_dir(&meta_dir).unwrap().count(), 1);
+    let mut names: Vec<String> = std::fs::read_dir(&meta_dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["l.tar-split.gz", "l.tar-split.gz.seal"]);
     f.d.remove(&id("l")).unwrap();
     assert_eq!(std::fs::read_dir(&meta_dir).unwrap().count(), 0);
 }

@@ -152,14 +152,17 @@ pub fn apply_layer(
             Some(d) => std::fs::rename(d, &shadow),
             None => Ok(()),
         })
-        .and_then(|()| std::fs::rename(tmp, dst));
+        .map_err(|e| ArchiveError::io("installing tar-split metadata", dst.clone(), e))
+        // The seal first: metadata in place without its seal would be
+        // checked by content only.
+        .and_then(|()| crate::seal::write(dst, diff_dir, opts.sync))
+        .and_then(|()| {
+            std::fs::rename(tmp, dst)
+                .map_err(|e| ArchiveError::io("installing tar-split metadata", dst.clone(), e))
+        });
         if let Err(e) = installed {
             cleanup();
-            return Err(ArchiveError::io(
-                "installing tar-split metadata",
-                dst.clone(),
-                e,
-            ));
+            return Err(e);
         }
     }
     tracing::debug!(

@@ -29,6 +29,7 @@ mod numeric;
 mod pipe;
 mod reader;
 mod recording;
+mod seal;
 mod size;
 mod sparse;
 mod tarsplit;

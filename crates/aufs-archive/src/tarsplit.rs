@@ -206,6 +206,17 @@ impl TarSplitStore {
         self.dir.join(format!("{key}.tar-split.gz"))
     }
 
+    /// Every file and directory `key`'s metadata may occupy: the metadata
+    /// file, its seal, and the dir of kept copies of files the layer
+    /// overwrote. [`TarSplitStore::remove`] deletes them all; a caller that
+    /// removes through its own filesystem port deletes these.
+    pub fn paths_for(&self, key: &str) -> [Utf8PathBuf; 3] {
+        let meta = self.path_for(key);
+        let seal = crate::seal::path(&meta);
+        let shadow = shadow_dir(&meta);
+        [meta, seal, shadow]
+    }
+
     /// True when `key` has metadata.
     pub fn contains(&self, key: &str) -> bool {
         self.path_for(key).is_file()
@@ -223,10 +234,11 @@ impl TarSplitStore {
         }
         match std::fs::remove_file(&p) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => {
-                Err(ArchiveError::io("removing tar-split metadata", p, e))
+                return Err(ArchiveError::io("removing tar-split metadata", p, e))
             }
-            _ => Ok(()),
+            _ => {}
         }
+        crate::seal::remove(&p)
     }
 
     /// [`reproduce`] for `key`.
@@ -240,11 +252,14 @@ impl TarSplitStore {
     }
 }
 
-/// Checks, without writing anything, that [`reproduce`] would succeed: reads every
-/// referenced file and compares checksums. Use it before streaming to a sink that
-/// cannot be rewound, then fall back to [`crate::export_diff`] on
-/// [`ArchiveError::is_not_reproducible`].
+/// Checks, without writing anything, that the layer is as applied and
+/// [`reproduce`] would succeed: no entry of `diff_dir` changed since the apply
+/// (ctimes against the apply's seal: files added, removed, renamed, written,
+/// chmod'ed...), then every referenced file read and its checksum compared.
+/// Use it before streaming to a sink that cannot be rewound, then fall back
+/// to [`crate::export_diff`] on [`ArchiveError::is_not_reproducible`].
 pub fn verify(meta: &Utf8Path, diff_dir: &Utf8Path) -> Result<()> {
+    crate::seal::check(meta, diff_dir)?;
     reproduce(meta, diff_dir, io::sink()).map(|_| ())
 }
 

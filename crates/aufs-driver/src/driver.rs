@@ -435,13 +435,18 @@ impl Driver {
         if let Err(e) = self.ports.fs.remove_all(&staging) {
             tracing::warn!(storage_driver = "aufs", %id, path = %staging, error = %e, "could not remove staging dir");
         }
-        let split =
-            aufs_archive::TarSplitStore::new(self.layout.tar_split_dir()).path_for(id.as_str());
-        match self.ports.fs.remove_file(&split) {
-            Err(e) if e.raw_os_error() != Some(libc::ENOENT) => {
-                tracing::warn!(storage_driver = "aufs", %id, path = %split, error = %e, "could not remove exact-bytes metadata");
+        let [meta, seal, shadow] =
+            aufs_archive::TarSplitStore::new(self.layout.tar_split_dir()).paths_for(id.as_str());
+        for (path, removed) in [
+            (&shadow, self.ports.fs.remove_all(&shadow)),
+            (&seal, self.ports.fs.remove_file(&seal)),
+            (&meta, self.ports.fs.remove_file(&meta)),
+        ] {
+            if let Err(e) = removed {
+                if e.raw_os_error() != Some(libc::ENOENT) {
+                    tracing::warn!(storage_driver = "aufs", %id, %path, error = %e, "could not remove exact-bytes metadata");
+                }
             }
-            _ => {}
         }
         self.path_cache
             .lock()

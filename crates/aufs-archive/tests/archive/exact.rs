@@ -4,7 +4,7 @@
 
 use std::fs;
 use std::io::Write as _;
-use std::os::unix::fs::{symlink, FileExt};
+use std::os::unix::fs::{symlink, FileExt, PermissionsExt};
 use std::process::Command;
 
 use aufs_archive::{
@@ -266,6 +266,44 @@ fn changed_layers_are_detected() {
             fs::remove_file(d.join("etc/hosts")).unwrap();
             symlink("/etc/hostname", d.join("etc/hosts")).unwrap();
         }),
+        // Changes that leave every recorded file's content as it was.
+        ("file added", |d| write_file(&d.join("etc/new"), b"new")),
+        ("file added at the top", |d| write_file(&d.join("new"), b"")),
+        ("symlink removed", |d| {
+            fs::remove_file(d.join("bin/hosts-link")).unwrap()
+        }),
+        ("empty dir removed", |d| {
+            fs::remove_dir(d.join("emptydir")).unwrap()
+        }),
+        ("whiteout removed", |d| {
+            fs::remove_file(d.join(".wh.removed")).unwrap()
+        }),
+        ("mode changed", |d| {
+            fs::set_permissions(d.join("bin/tool"), fs::Permissions::from_mode(0o4755)).unwrap()
+        }),
+        ("owner changed", |d| {
+            std::os::unix::fs::lchown(d.join("bin/hosts-link"), Some(1), Some(1)).unwrap()
+        }),
+        ("mtime changed", |d| {
+            fs::File::options()
+                .write(true)
+                .open(d.join("empty"))
+                .unwrap()
+                .set_modified(std::time::UNIX_EPOCH)
+                .unwrap()
+        }),
+        ("renamed", |d| {
+            fs::rename(d.join("emptydir"), d.join("emptydir2")).unwrap()
+        }),
+        ("xattr added", |d| {
+            rustix::fs::setxattr(
+                d.join("etc/hosts").as_str(),
+                "user.note",
+                b"x",
+                rustix::fs::XattrFlags::empty(),
+            )
+            .unwrap()
+        }),
     ];
     for (label, mutate) in mutations {
         let diff = s.mkdir(&format!("diff-{label}"));
@@ -275,6 +313,26 @@ fn changed_layers_are_detected() {
         let err = store.verify(label, &diff).unwrap_err();
         assert!(err.is_not_reproducible(), "{label}: {err}");
     }
+    // Metadata from before seals were written is checked by content only.
+    let diff = s.mkdir("diff-unsealed");
+    apply_layer(&tar[..], &diff, &opts(&store.path_for("unsealed"))).unwrap();
+    fs::remove_file(format!("{}.seal", store.path_for("unsealed"))).unwrap();
+    write_file(&diff.join("etc/new"), b"new");
+    store.verify("unsealed", &diff).unwrap();
+    fs::write(diff.join("etc/hosts"), b"changed").unwrap();
+    assert!(store
+        .verify("unsealed", &diff)
+        .unwrap_err()
+        .is_not_reproducible());
+    // Removing a layer's metadata removes its seal.
+    store.remove("content").unwrap();
+    assert!(!Utf8PathBuf::from(format!("{}.seal", store.path_for("content"))).exists());
+    apply_layer(
+        &tar[..],
+        &s.path("diff-content"),
+        &opts(&store.path_for("content")),
+    )
+    .unwrap();
     // Corrupt metadata is reported as such.
     fs::write(store.path_for("content"), b"garbage").unwrap();
     let err = store
