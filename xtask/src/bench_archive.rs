@@ -14,7 +14,7 @@
 
 use crate::measure::{compare, sh, Contender, Outcome};
 use crate::rootfs::{q, rootfs};
-use aufs_archive::{apply_layer, export_diff, ApplyOptions};
+use aufs_archive::{apply_layer_file, export_diff, ApplyOptions};
 use camino::{Utf8Path, Utf8PathBuf};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -134,7 +134,7 @@ fn ours_apply<'a>(
                 o.tar_split = Some(out_u.join("tar-split.gz"));
             }
             let f = std::fs::File::open(tar).map_err(|e| e.to_string())?;
-            apply_layer(f, &diff, &o).map_err(|e| e.to_string())?;
+            apply_layer_file(&f, &diff, &o).map_err(|e| e.to_string())?;
             Ok(())
         }),
     })
@@ -267,8 +267,8 @@ pub fn bench_archive(bench: &Path, runs: usize) -> Result<Vec<Outcome>, String> 
     // Export: the applied rootfs (warm cache) as a tar into a pipe.
     let src = utf8(&w("export-src"))?;
     fresh(src.as_std_path())?;
-    apply_layer(
-        std::fs::File::open(&tar).map_err(|e| e.to_string())?,
+    apply_layer_file(
+        &std::fs::File::open(&tar).map_err(|e| e.to_string())?,
         &src.join("diff"),
         &ApplyOptions::default(),
     )

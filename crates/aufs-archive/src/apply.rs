@@ -6,7 +6,7 @@ use std::io::{self, BufRead, Read, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::FileExt;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::sync_channel;
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 
 use aufs_model::whiteout::{
     WHITEOUT_LINK_DIR, WHITEOUT_META_PREFIX, WHITEOUT_OPAQUE_DIR, WHITEOUT_PREFIX,
@@ -88,6 +88,51 @@ pub fn apply_layer(
     let span = tracing::info_span!("apply_layer", "storage-driver" = "aufs", diff_dir = %diff_dir);
     let _g = span.enter();
     let stream = crate::compress::decompress(input)?;
+    apply_from(diff_dir, opts, &span, |tx, back| {
+        pipe::pump(stream, opts.digest, tx, back)
+    })
+}
+
+/// [`apply_layer`] for a tarball in a file, read from its current offset.
+///
+/// A regular file is mapped instead of read: an uncompressed layer then goes
+/// from the page cache to the diff dir without a copy into buffers, and
+/// hashing may run ahead of the applier without holding memory of its own; a
+/// compressed one is decompressed straight from the mapping. Anything else
+/// (a pipe, a socket) is read as [`apply_layer`] reads it. The file must not
+/// be truncated while it is applied (its mapping would fault).
+pub fn apply_layer_file(
+    file: &File,
+    diff_dir: &Utf8Path,
+    opts: &ApplyOptions,
+) -> Result<ApplyReport> {
+    let Some(map) = crate::mapped::map_rest(file)? else {
+        return apply_layer(file, diff_dir, opts);
+    };
+    let span = tracing::info_span!("apply_layer", "storage-driver" = "aufs", diff_dir = %diff_dir);
+    let _g = span.enter();
+    let data = map.rest();
+    match crate::compress::detect(&data[..data.len().min(6)])? {
+        crate::compress::Compression::None => apply_from(diff_dir, opts, &span, |tx, _back| {
+            pipe::pump_mapped(data, opts.digest, tx)
+        }),
+        _ => {
+            let stream = crate::compress::decompress(data)?;
+            apply_from(diff_dir, opts, &span, |tx, back| {
+                pipe::pump(stream, opts.digest, tx, back)
+            })
+        }
+    }
+}
+
+/// The apply proper: `pump` feeds the stream's blocks (and hashes them) on
+/// this thread while the tree is built in a staging dir, then swapped in.
+fn apply_from<'m>(
+    diff_dir: &Utf8Path,
+    opts: &ApplyOptions,
+    span: &tracing::Span,
+    pump: impl FnOnce(SyncSender<pipe::Block<'m>>, Receiver<Vec<u8>>) -> pipe::Pumped,
+) -> Result<ApplyReport> {
     let staging = Staging::create(diff_dir, opts)?;
     let split_tmp = opts
         .tar_split
@@ -98,7 +143,7 @@ pub fn apply_layer(
             Some(tmp) => Some(Box::new(TarSplitWriter::create(tmp, opts.sync)?)),
             None => None,
         };
-        let report = apply_pipelined(&staging, opts, stream, rec, &span, diff_dir)?;
+        let report = apply_pipelined(&staging, opts, pump, rec, span, diff_dir)?;
         if opts.sync {
             let fd = staging
                 .root
@@ -177,11 +222,11 @@ pub fn apply_layer(
 /// (which reads, decompresses and hashes: the input need not be `Send`),
 /// and the tar-split writer `rec`, if any, on a third
 /// ([`recording::replay`]).
-fn apply_pipelined(
+fn apply_pipelined<'m>(
     staging: &Staging,
     opts: &ApplyOptions,
-    stream: impl Read,
-    rec: Option<Box<dyn Recorder>>,
+    pump: impl FnOnce(SyncSender<pipe::Block<'m>>, Receiver<Vec<u8>>) -> pipe::Pumped,
+    rec: Option<Box<dyn Recorder + 'm>>,
     span: &tracing::Span,
     diff_dir: &Utf8Path,
 ) -> Result<ApplyReport> {
@@ -191,7 +236,7 @@ fn apply_pipelined(
     std::thread::scope(|s| {
         // With metadata to record, a third thread writes it from the events
         // and consumed blocks the applying thread passes on.
-        let (rec, tap): (Option<Box<dyn Recorder>>, _) = match rec {
+        let (rec, tap): (Option<Box<dyn Recorder + 'm>>, _) = match rec {
             Some(writer) => {
                 let (tap_tx, tap_rx) = sync_channel(recording::IN_FLIGHT);
                 let (res_tx, res_rx) = sync_channel(1);
@@ -217,7 +262,7 @@ fn apply_pipelined(
                 Applier::new(staging, opts, BlockReader::new(rx, back_tx, tap), rec)?.run()
             })
             .map_err(|e| ArchiveError::io("starting the applying thread", diff_dir, e))?;
-        let pumped = pipe::pump(stream, opts.digest, tx, back_rx);
+        let pumped = pump(tx, back_rx);
         let mut report = match applying.join() {
             Ok(r) => r?,
             Err(panic) => std::panic::resume_unwind(panic),
@@ -505,7 +550,7 @@ struct PlnkFile {
 struct Applier<'a, R> {
     staging: &'a Staging,
     opts: &'a ApplyOptions,
-    rd: TarReader<R>,
+    rd: TarReader<'a, R>,
     dirs: Vec<(Vec<u8>, Time, Time)>,
     plnk: HashMap<Vec<u8>, PlnkFile>,
     /// Inodes whose content a file record refers to, by record id.
@@ -569,7 +614,7 @@ impl<'a, R: BufRead> Applier<'a, R> {
         staging: &'a Staging,
         opts: &'a ApplyOptions,
         input: R,
-        rec: Option<Box<dyn Recorder>>,
+        rec: Option<Box<dyn Recorder + 'a>>,
     ) -> Result<Self> {
         let root_owner = if opts.chown {
             Some(opts.id_maps.root_pair().unwrap_or((0, 0)))

@@ -14,7 +14,8 @@
 //!   diffs between two in-process union views ([`UnionView`]) of layer
 //!   stacks, for an ancestor that is not the direct parent; nothing is mounted.
 //!
-//! All syscalls go through rustix's safe wrappers: the crate has no `unsafe`.
+//! All syscalls go through rustix's safe wrappers; the one `unsafe` is the
+//! mapping of an input file in [`apply_layer_file`].
 
 mod apply;
 pub mod bench;
@@ -25,6 +26,7 @@ mod crc64;
 mod error;
 mod export;
 mod fsops;
+mod mapped;
 mod numeric;
 mod pipe;
 mod reader;
@@ -36,7 +38,7 @@ mod tarsplit;
 mod views;
 mod walk;
 
-pub use apply::{apply_layer, ApplyOptions, ApplyReport};
+pub use apply::{apply_layer, apply_layer_file, ApplyOptions, ApplyReport};
 pub use aufs_model::{IdMap, IdMappings};
 pub use aufs_union::UnionView;
 pub use changes::{changes, Change, ChangeKind};

@@ -25,8 +25,37 @@ pub(crate) const BLOCK_SIZE: usize = 1 << 20;
 /// digest took ~1.13x the time without; with 48, ~1.05x.
 pub(crate) const IN_FLIGHT: usize = 48;
 
+/// A stretch of the layer stream: read into a reusable buffer, or borrowed
+/// from the mapping of an uncompressed input file (no copy at all).
+#[derive(Debug)]
+pub(crate) enum Chunk<'m> {
+    Owned(Vec<u8>),
+    Mapped(&'m [u8]),
+}
+
+impl std::ops::Deref for Chunk<'_> {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        match self {
+            Chunk::Owned(v) => v,
+            Chunk::Mapped(s) => s,
+        }
+    }
+}
+
+impl Chunk<'_> {
+    /// Hands a read buffer back to the reader to be filled again.
+    pub(crate) fn recycle(self, back: &SyncSender<Vec<u8>>) {
+        if let Chunk::Owned(v) = self {
+            // The reader may have finished: a spare block is then not needed.
+            let _ = back.try_send(v);
+        }
+    }
+}
+
 /// A filled block, or the read error that ended the stream.
-pub(crate) type Block = io::Result<Vec<u8>>;
+pub(crate) type Block<'m> = io::Result<Chunk<'m>>;
 
 /// What the reading side saw of the whole stream.
 #[derive(Debug)]
@@ -42,7 +71,7 @@ pub(crate) struct Pumped {
 pub(crate) fn pump(
     mut src: impl Read,
     digest: bool,
-    tx: SyncSender<Block>,
+    tx: SyncSender<Block<'_>>,
     empty: Receiver<Vec<u8>>,
 ) -> Pumped {
     let mut sha = digest.then(Sha256::new);
@@ -70,7 +99,7 @@ pub(crate) fn pump(
             sha.update(&buf);
         }
         let last = got == 0 || failed.is_some();
-        if got > 0 && tx.send(Ok(buf)).is_err() {
+        if got > 0 && tx.send(Ok(Chunk::Owned(buf))).is_err() {
             break;
         }
         if let Some(e) = failed {
@@ -86,38 +115,56 @@ pub(crate) fn pump(
     }
 }
 
+/// [`pump`] for an input already in memory (a mapped file): the blocks are
+/// slices of it, so nothing is copied and the reader may run far ahead of the
+/// applier without touching more memory.
+pub(crate) fn pump_mapped<'m>(data: &'m [u8], digest: bool, tx: SyncSender<Block<'m>>) -> Pumped {
+    let mut sha = digest.then(Sha256::new);
+    for block in data.chunks(BLOCK_SIZE) {
+        if let Some(sha) = &mut sha {
+            sha.update(block);
+        }
+        if tx.send(Ok(Chunk::Mapped(block))).is_err() {
+            break;
+        }
+    }
+    Pumped {
+        digest: sha.map(|s| s.finalize().into()),
+    }
+}
+
 /// The receiving end: the stream again, as a [`Read`].
-pub(crate) struct BlockReader {
-    rx: Receiver<Block>,
+pub(crate) struct BlockReader<'m> {
+    rx: Receiver<Block<'m>>,
     back: SyncSender<Vec<u8>>,
     /// Consumed blocks go here (the recording thread) instead of `back`.
-    tap: Option<SyncSender<Msg>>,
-    cur: Vec<u8>,
+    tap: Option<SyncSender<Msg<'m>>>,
+    cur: Chunk<'m>,
     pos: usize,
     /// The stream ended with this error: it is returned again on every read.
     failed: Option<(io::ErrorKind, String)>,
 }
 
-impl BlockReader {
+impl<'m> BlockReader<'m> {
     pub(crate) fn new(
-        rx: Receiver<Block>,
+        rx: Receiver<Block<'m>>,
         back: SyncSender<Vec<u8>>,
-        tap: Option<SyncSender<Msg>>,
+        tap: Option<SyncSender<Msg<'m>>>,
     ) -> Self {
         Self {
             rx,
             back,
             tap,
-            cur: Vec::new(),
+            cur: Chunk::Owned(Vec::new()),
             pos: 0,
             failed: None,
         }
     }
 }
 
-impl BlockReader {
+impl<'m> BlockReader<'m> {
     /// A consumed block goes to the recording thread, or back to be reused.
-    fn pass_on(&mut self, done: Vec<u8>) {
+    fn pass_on(&mut self, done: Chunk<'m>) {
         if done.is_empty() {
             return;
         }
@@ -135,12 +182,11 @@ impl BlockReader {
             },
             None => done,
         };
-        // The reading side may have finished: a spare block is then not needed.
-        let _ = self.back.try_send(done);
+        done.recycle(&self.back);
     }
 }
 
-impl BufRead for BlockReader {
+impl BufRead for BlockReader<'_> {
     fn fill_buf(&mut self) -> io::Result<&[u8]> {
         while self.pos == self.cur.len() {
             if let Some((kind, msg)) = &self.failed {
@@ -158,7 +204,7 @@ impl BufRead for BlockReader {
                 }
                 // The sender is gone only after the last block: end of stream.
                 Err(_) => {
-                    let last = std::mem::take(&mut self.cur);
+                    let last = std::mem::replace(&mut self.cur, Chunk::Owned(Vec::new()));
                     self.pos = 0;
                     self.pass_on(last);
                     return Ok(&[]);
@@ -173,7 +219,7 @@ impl BufRead for BlockReader {
     }
 }
 
-impl Read for BlockReader {
+impl Read for BlockReader<'_> {
     fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
         let avail = self.fill_buf()?;
         let n = out.len().min(avail.len());

@@ -134,9 +134,9 @@ impl<R: BufRead> Source<R> {
 }
 
 /// The streaming parser.
-pub(crate) struct TarReader<R> {
+pub(crate) struct TarReader<'r, R> {
     src: Source<R>,
-    rec: Option<Box<dyn Recorder>>,
+    rec: Option<Box<dyn Recorder + 'r>>,
     /// Content bytes of the current entry not yet read.
     remaining: u64,
     /// Padding bytes after the current content.
@@ -153,8 +153,8 @@ pub(crate) struct TarReader<R> {
     next_file_id: u64,
 }
 
-impl<R: BufRead> TarReader<R> {
-    pub(crate) fn new(inner: R, rec: Option<Box<dyn Recorder>>) -> Self {
+impl<'r, R: BufRead> TarReader<'r, R> {
+    pub(crate) fn new(inner: R, rec: Option<Box<dyn Recorder + 'r>>) -> Self {
         Self {
             src: Source { inner, offset: 0 },
             rec,
@@ -627,7 +627,7 @@ impl<R: BufRead> TarReader<R> {
 
     /// Consumes the rest of the stream after the end of the archive (recorded
     /// verbatim).
-    pub(crate) fn finish(mut self) -> Result<Finished> {
+    pub(crate) fn finish(mut self) -> Result<Finished<'r>> {
         if !self.done {
             while self.next_entry()?.is_some() {}
         }
@@ -647,9 +647,9 @@ impl<R: BufRead> TarReader<R> {
 }
 
 /// What is left when the stream is done.
-pub(crate) struct Finished {
+pub(crate) struct Finished<'r> {
     pub tar_bytes: u64,
-    pub recorder: Option<Box<dyn Recorder>>,
+    pub recorder: Option<Box<dyn Recorder + 'r>>,
 }
 
 #[derive(Default)]

@@ -15,6 +15,7 @@ use std::collections::VecDeque;
 use std::io;
 use std::sync::mpsc::{Receiver, SyncSender};
 
+use crate::pipe::Chunk;
 use crate::tarsplit::Recorder;
 
 /// Messages in flight to the recording thread.
@@ -59,17 +60,17 @@ impl Event {
 
 /// What the applying thread sends to the recording one.
 #[derive(Debug)]
-pub(crate) enum Msg {
+pub(crate) enum Msg<'m> {
     Events(Vec<Event>),
     /// A block of the stream, fully consumed by the parser.
-    Block(Vec<u8>),
+    Block(Chunk<'m>),
     /// The stream ended after this many bytes.
     Finish(u64),
 }
 
 /// The applying thread's recorder: notes events and sends them in batches.
-pub(crate) struct Deferred {
-    tx: SyncSender<Msg>,
+pub(crate) struct Deferred<'m> {
+    tx: SyncSender<Msg<'m>>,
     batch: Vec<Event>,
     /// Stream bytes the batch covers.
     batch_bytes: usize,
@@ -77,8 +78,8 @@ pub(crate) struct Deferred {
     result: Receiver<io::Result<()>>,
 }
 
-impl Deferred {
-    pub(crate) fn new(tx: SyncSender<Msg>, result: Receiver<io::Result<()>>) -> Self {
+impl<'m> Deferred<'m> {
+    pub(crate) fn new(tx: SyncSender<Msg<'m>>, result: Receiver<io::Result<()>>) -> Self {
         Self {
             tx,
             batch: Vec::with_capacity(BATCH),
@@ -113,7 +114,7 @@ impl Deferred {
         self.send(Msg::Events(batch))
     }
 
-    fn send(&mut self, msg: Msg) -> io::Result<()> {
+    fn send(&mut self, msg: Msg<'m>) -> io::Result<()> {
         if self.tx.send(msg).is_ok() {
             return Ok(());
         }
@@ -125,7 +126,7 @@ impl Deferred {
     }
 }
 
-impl Recorder for Deferred {
+impl Recorder for Deferred<'_> {
     fn segment(&mut self, bytes: &[u8]) -> io::Result<()> {
         self.note(Event::Segment(bytes.len()))
     }
@@ -172,8 +173,8 @@ impl Recorder for Deferred {
 /// when the applying side is gone without finishing (it reports its own
 /// error).
 pub(crate) fn replay(
-    rx: Receiver<Msg>,
-    out: Box<dyn Recorder>,
+    rx: Receiver<Msg<'_>>,
+    out: Box<dyn Recorder + '_>,
     back: SyncSender<Vec<u8>>,
     result: SyncSender<io::Result<()>>,
 ) {
@@ -205,11 +206,11 @@ pub(crate) fn replay(
     }
 }
 
-struct Replay {
-    out: Option<Box<dyn Recorder>>,
+struct Replay<'m> {
+    out: Option<Box<dyn Recorder + 'm>>,
     back: SyncSender<Vec<u8>>,
     /// Stream blocks not yet fully replayed; `pos` into the first.
-    blocks: VecDeque<Vec<u8>>,
+    blocks: VecDeque<Chunk<'m>>,
     pos: usize,
     /// Bytes in `blocks` not yet replayed.
     avail: usize,
@@ -219,8 +220,8 @@ struct Replay {
     pending: VecDeque<Event>,
 }
 
-impl Replay {
-    fn out(&mut self) -> &mut dyn Recorder {
+impl<'m> Replay<'m> {
+    fn out(&mut self) -> &mut (dyn Recorder + 'm) {
         self.out
             .as_deref_mut()
             .expect("writer present until finish")
@@ -271,8 +272,7 @@ impl Replay {
             if self.pos == block.len() {
                 let done = self.blocks.pop_front().expect("front exists");
                 self.pos = 0;
-                // The reader may have finished: a spare block is then not needed.
-                let _ = self.back.try_send(done);
+                done.recycle(&self.back);
             }
         }
         Ok(())
@@ -382,7 +382,7 @@ mod tests {
             let mut d = Box::new(Deferred::new(tx.clone(), res_rx));
             drive(d.as_mut(), stream, shadow_id)?;
             for b in stream.chunks(cut) {
-                let _ = tx.send(Msg::Block(b.to_vec()));
+                let _ = tx.send(Msg::Block(Chunk::Owned(b.to_vec())));
             }
             drop(tx);
             d.finish(total)

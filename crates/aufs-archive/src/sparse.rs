@@ -38,7 +38,7 @@ pub(crate) fn validate(
 /// numbers, one a line (count, then offset/length pairs), padded to a block.
 /// Returns the map and the number of content bytes it took.
 pub(crate) fn read_data_map<R: BufRead>(
-    rd: &mut TarReader<R>,
+    rd: &mut TarReader<'_, R>,
     entry: &[u8],
 ) -> Result<(Vec<(u64, u64)>, u64)> {
     let bad =
@@ -46,33 +46,34 @@ pub(crate) fn read_data_map<R: BufRead>(
     let mut block = [0u8; BLOCK as usize];
     let mut used = 0u64;
     let mut pos = block.len();
-    let mut next_number = |rd: &mut TarReader<R>, used: &mut u64, pos: &mut usize| -> Result<u64> {
-        let mut v: u64 = 0;
-        let mut digits = 0;
-        loop {
-            if *pos == block.len() {
-                if rd.remaining() < BLOCK {
-                    return Err(bad("truncated"));
+    let mut next_number =
+        |rd: &mut TarReader<'_, R>, used: &mut u64, pos: &mut usize| -> Result<u64> {
+            let mut v: u64 = 0;
+            let mut digits = 0;
+            loop {
+                if *pos == block.len() {
+                    if rd.remaining() < BLOCK {
+                        return Err(bad("truncated"));
+                    }
+                    rd.read_content_exact(&mut block)?;
+                    *used += BLOCK;
+                    *pos = 0;
                 }
-                rd.read_content_exact(&mut block)?;
-                *used += BLOCK;
-                *pos = 0;
-            }
-            let b = block[*pos];
-            *pos += 1;
-            match b {
-                b'0'..=b'9' if digits < 20 => {
-                    v = v
-                        .checked_mul(10)
-                        .and_then(|v| v.checked_add(u64::from(b - b'0')))
-                        .ok_or_else(|| bad("number overflows"))?;
-                    digits += 1;
+                let b = block[*pos];
+                *pos += 1;
+                match b {
+                    b'0'..=b'9' if digits < 20 => {
+                        v = v
+                            .checked_mul(10)
+                            .and_then(|v| v.checked_add(u64::from(b - b'0')))
+                            .ok_or_else(|| bad("number overflows"))?;
+                        digits += 1;
+                    }
+                    b'\n' if digits > 0 => return Ok(v),
+                    _ => return Err(bad("unexpected byte")),
                 }
-                b'\n' if digits > 0 => return Ok(v),
-                _ => return Err(bad("unexpected byte")),
             }
-        }
-    };
+        };
     let count = next_number(rd, &mut used, &mut pos)?;
     if count > MAX_SPARSE_ENTRIES as u64 {
         return Err(bad("too many entries"));

@@ -71,20 +71,18 @@ pub fn run(cli: &Cli) -> Result<(), Failure> {
         Command::Unmount { id } => driver.put(id)?,
         Command::Cleanup => driver.cleanup()?,
         Command::Apply { id, parent, file } => {
-            let outcome = match file.as_deref() {
+            // Files (a path, or stdin redirected from one) go to the driver
+            // as files, so it can map them; pipes are streamed.
+            let input = match file.as_deref() {
+                None => stdin_file(),
+                Some(p) if p == Path::new("-") => stdin_file(),
+                Some(p) => Some(
+                    File::open(p).map_err(|e| Failure::Error(format!("{}: {e}", p.display())))?,
+                ),
+            };
+            let outcome = match &input {
+                Some(f) => driver.apply_diff_file(id, parent.as_ref(), f)?,
                 None => driver.apply_diff(id, parent.as_ref(), std::io::stdin().lock())?,
-                Some(p) if p == Path::new("-") => {
-                    driver.apply_diff(id, parent.as_ref(), std::io::stdin().lock())?
-                }
-                Some(p) => {
-                    let f = File::open(p)
-                        .map_err(|e| Failure::Error(format!("{}: {e}", p.display())))?;
-                    driver.apply_diff(
-                        id,
-                        parent.as_ref(),
-                        std::io::BufReader::with_capacity(1 << 20, f),
-                    )?
-                }
             };
             if cli.json {
                 print_json(&json!({"size": outcome.size, "diff_id": outcome.diff_id}));
@@ -182,4 +180,14 @@ fn write_atomically(
 
 fn print_json(v: &serde_json::Value) {
     println!("{v}");
+}
+
+/// Standard input as a file, when it is one (`aufsctl apply ID < layer.tar`);
+/// `None` for a pipe or a terminal, which are read as streams.
+fn stdin_file() -> Option<File> {
+    use std::os::fd::AsFd;
+    let stdin = std::io::stdin();
+    let fd = stdin.as_fd().try_clone_to_owned().ok()?;
+    let f = File::from(fd);
+    f.metadata().ok()?.file_type().is_file().then_some(f)
 }

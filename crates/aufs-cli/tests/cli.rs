@@ -311,6 +311,32 @@ fn apply_from_stdin_gzip_and_zstd_and_diff_to_file() {
             std::fs::read(&out_file).unwrap() == input,
             "{tool}: not byte-identical"
         );
+        // The same bytes with stdin redirected from a file (mapped, not read).
+        let redirected = tmp.path().join(format!("{tool}.layer"));
+        std::fs::write(&redirected, &compressed).unwrap();
+        let id = format!("r{i}");
+        c.ok(&["create", &id]);
+        let o = c
+            .cmd()
+            .args(["--json", "apply", &id])
+            .stdin(std::fs::File::open(&redirected).unwrap())
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{tool}: {o:?}");
+        let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert_eq!(
+            report["diff_id"].as_str().unwrap(),
+            format!(
+                "sha256:{}",
+                sha256_hex(&tmp.path().join("input.tar"), &input)
+            ),
+            "{tool}"
+        );
+        c.ok(&["diff", &id, "-o", out_file.to_str().unwrap()]);
+        assert!(
+            std::fs::read(&out_file).unwrap() == input,
+            "{tool}: redirected stdin: not byte-identical"
+        );
     }
 }
 
@@ -358,4 +384,12 @@ fn hostile_or_broken_tarballs_fail_cleanly() {
     );
     let e = c.fails(1, &["apply", "ghost", bad.to_str().unwrap()]);
     assert!(e.contains("layer ghost does not exist"), "{e}");
+}
+
+/// sha256 of `data` by coreutils' `sha256sum` (written to `scratch` first).
+fn sha256_hex(scratch: &std::path::Path, data: &[u8]) -> String {
+    std::fs::write(scratch, data).unwrap();
+    let o = Command::new("sha256sum").arg(scratch).output().unwrap();
+    assert!(o.status.success());
+    String::from_utf8(o.stdout).unwrap()[..64].to_string()
 }

@@ -60,6 +60,31 @@ impl Driver {
         parent: Option<&LayerId>,
         input: impl Read,
     ) -> Result<ApplyOutcome> {
+        self.apply_with(id, parent, |diff, opts| {
+            aufs_archive::apply_layer(input, diff, opts)
+        })
+    }
+
+    /// [`Driver::apply_diff`] for a tarball in a file (from its current
+    /// offset): a regular file is mapped rather than read, which saves a copy
+    /// of every byte (see [`aufs_archive::apply_layer_file`]).
+    pub fn apply_diff_file(
+        &self,
+        id: &LayerId,
+        parent: Option<&LayerId>,
+        input: &std::fs::File,
+    ) -> Result<ApplyOutcome> {
+        self.apply_with(id, parent, |diff, opts| {
+            aufs_archive::apply_layer_file(input, diff, opts)
+        })
+    }
+
+    fn apply_with(
+        &self,
+        id: &LayerId,
+        parent: Option<&LayerId>,
+        apply: impl FnOnce(&Utf8Path, &ApplyOptions) -> aufs_archive::Result<aufs_archive::ApplyReport>,
+    ) -> Result<ApplyOutcome> {
         let _lock = self.lock_layer(id)?;
         let chain = self.parent_chain(id)?;
         if let Some(p) = parent {
@@ -96,7 +121,7 @@ impl Driver {
             ..ApplyOptions::default()
         };
         let diff = self.layout().diff_dir(id);
-        let report = aufs_archive::apply_layer(input, &diff, &opts).map_err(Self::archive_err(id));
+        let report = apply(&diff, &opts).map_err(Self::archive_err(id));
         let _ = self.ports().fs.remove_all(&staging);
         let report = report?;
         tracing::debug!(storage_driver = "aufs", %id, size = report.size, entries = report.entries, "applied layer");
