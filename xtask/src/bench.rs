@@ -10,12 +10,15 @@ use std::path::{Path, PathBuf};
 struct Options {
     runs: usize,
     only: Option<String>,
+    /// Only the workloads whose name contains this (the `fuse` group).
+    workload: Option<String>,
 }
 
 fn parse(args: &[String]) -> Result<Options, String> {
     let mut o = Options {
         runs: 5,
         only: None,
+        workload: None,
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -27,6 +30,7 @@ fn parse(args: &[String]) -> Result<Options, String> {
                     .ok_or("--runs needs a number")?
             }
             "--only" => o.only = Some(it.next().ok_or("--only needs a group")?.clone()),
+            "--workload" => o.workload = Some(it.next().ok_or("--workload needs a name")?.clone()),
             other => return Err(format!("unknown argument {other}")),
         }
     }
@@ -65,7 +69,12 @@ pub fn run(args: &[String]) -> Result<(), String> {
         outcomes.push(bench_create(o.runs)?);
     }
     if want("fuse") {
-        outcomes.extend(bench_fuse::bench_fuse(&bench_dir(), &aufsctl(), o.runs)?);
+        outcomes.extend(bench_fuse::bench_fuse(
+            &bench_dir(),
+            &aufsctl(),
+            o.runs,
+            o.workload.as_deref(),
+        )?);
     }
     if want("archive") {
         outcomes.extend(bench_archive::bench_archive(&bench_dir(), o.runs)?);

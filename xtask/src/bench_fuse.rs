@@ -191,8 +191,14 @@ fn workloads(tar: &Path) -> Vec<(&'static str, String)> {
 /// Writes and builds a small C project in `./build`.
 const C_BUILD: &str = r#"mkdir build && cd build && for i in $(seq 1 120); do printf '#include <stdio.h>\n#include <string.h>\nint f%d(const char *s) { return (int)strlen(s) + %d; }\n' $i $i > f$i.c; done && printf 'int main(void) { return 0; }\n' > main.c && printf 'SRCS := $(wildcard *.c)\nprog: $(SRCS:.c=.o)\n\t$(CC) -o $@ $^\n' > Makefile && make -s -j2 CC=gcc && test -x prog"#;
 
-/// Runs the `fuse` group.
-pub fn bench_fuse(bench_dir: &Path, ctl: &Path, runs: usize) -> Result<Vec<Outcome>, String> {
+/// Runs the `fuse` group: every workload, or those whose name contains
+/// `only`.
+pub fn bench_fuse(
+    bench_dir: &Path,
+    ctl: &Path,
+    runs: usize,
+    only: Option<&str>,
+) -> Result<Vec<Outcome>, String> {
     let dir = bench_dir.join("fuse");
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
     sh("command -v fuse-overlayfs >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fuse-overlayfs >/dev/null")?;
@@ -203,7 +209,10 @@ pub fn bench_fuse(bench_dir: &Path, ctl: &Path, runs: usize) -> Result<Vec<Outco
     let mut outcomes = Vec::new();
     for depth in DEPTHS {
         let root = layered(&dir, ctl, &rootfs, depth)?;
-        for (name, cmd) in workloads(&tar) {
+        let selected = workloads(&tar)
+            .into_iter()
+            .filter(|(name, _)| only.is_none_or(|w| name.contains(w)));
+        for (name, cmd) in selected {
             let contenders = [Fs::Ours, Fs::Overlay, Fs::FuseOverlay]
                 .into_iter()
                 .map(|fs| {

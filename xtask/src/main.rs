@@ -1,4 +1,6 @@
-//! Project tasks: `cargo xtask bench [--runs N] [--only GROUP]`.
+//! Project tasks: `cargo xtask bench [--runs N] [--only GROUP]
+//! [--workload NAME]` (`--workload`: only the `fuse` workloads whose name
+//! contains NAME, e.g. `untar`).
 //!
 //! Benchmarks here are side by side: every measurement of ours is taken in
 //! the same run, on the same data, alternating with a peer (GNU tar, kernel
@@ -22,7 +24,7 @@ fn main() -> ExitCode {
             }
         },
         _ => {
-            eprintln!("usage: cargo xtask bench [--runs N] [--only GROUP]");
+            eprintln!("usage: cargo xtask bench [--runs N] [--only GROUP] [--workload NAME]");
             ExitCode::from(2)
         }
     }

@@ -1,7 +1,9 @@
 //! The FUSE filesystem: kernel requests mapped onto a [`UnionView`].
 
 use crate::io_mode::{HandleMode, IoModes, Join, RealId};
+use crate::killpriv::{is_setid, kill_setid, kill_setid_at, Caller};
 use crate::nodes::NodeTable;
+use crate::stats::{Op, Stats};
 use aufs_model::whiteout::is_reserved;
 use aufs_union::{
     DirEntry, Entry, EntryKind, NewNode, Owner, UnionError, UnionView, MAX_NAME_LEN, ROOT_INO,
@@ -42,6 +44,9 @@ struct SetAttr {
     atime: Option<TimeOrNow>,
     mtime: Option<TimeOrNow>,
     fh: Option<FileHandle>,
+    /// Clear the set-id bits afterwards, for this caller (see
+    /// [`crate::killpriv`]).
+    kill_setid: Option<Caller>,
 }
 
 struct OpenFile {
@@ -64,6 +69,11 @@ pub struct UnionFs {
     io: Mutex<IoModes>,
     /// The kernel accepted passthrough at `init`.
     passthrough: bool,
+    /// The kernel accepted `FUSE_HANDLE_KILLPRIV_V2` at `init`: set-id bits
+    /// are ours to clear (see [`crate::killpriv`]).
+    killpriv: bool,
+    /// Request counters (see [`crate::stats`]).
+    stats: Stats,
 }
 
 impl std::fmt::Debug for UnionFs {
@@ -178,7 +188,16 @@ impl UnionFs {
             next_fh: AtomicU64::new(1),
             io: Mutex::new(IoModes::default()),
             passthrough: false,
+            killpriv: false,
+            stats: Stats::new(false),
         }
+    }
+
+    /// Counts requests per kind and logs the table at unmount when
+    /// `enabled` (the server turns it on with `AUFS_FUSE_STATS=1`).
+    pub fn with_stats(mut self, enabled: bool) -> Self {
+        self.stats = Stats::new(enabled);
+        self
     }
 
     /// The cache timeout of an entry: long when it comes from a read-only
@@ -293,8 +312,9 @@ impl UnionFs {
             Join::Passthrough(b) => (HandleMode::Passthrough(b), FopenFlags::empty()),
             Join::Cached => (HandleMode::Cached, cached_flags),
             Join::First => {
-                let backing = self
-                    .passthrough
+                // Passthrough writes keep set-id bits (see
+                // `crate::killpriv`): such files are served by us.
+                let backing = (self.passthrough && !is_setid(e.metadata.mode()))
                     .then(|| self.backing_for(e, &file, writable_branch, open_backing))
                     .flatten();
                 let mode = io.start(ino, real, backing);
@@ -424,19 +444,21 @@ impl UnionFs {
             atime,
             mtime,
             fh,
+            kill_setid,
         } = set;
+        let times = (atime, mtime);
         // An open file of the rw branch (a tar restoring owner, mode and
         // times on the file it just wrote) changes through its descriptor:
         // no lookup, no copy-up.
         if let Some(f) = fh.and_then(|fh| self.file(fh).ok()).filter(|f| f.in_rw) {
-            return setattr_fd(ino, &f.file, mode, uid, gid, size, atime, mtime);
+            return setattr_fd(ino, &f.file, mode, uid, gid, size, times, kill_setid);
         }
         // `fchown`, `fchmod` and `futimens` reach us without a handle: any
         // open descriptor of the same rw-branch file will do (a size change
         // needs a writable one, so it keeps the path below).
         if size.is_none() {
             if let Some(f) = self.any_open_rw_file(ino.0) {
-                return setattr_fd(ino, &f.file, mode, uid, gid, size, atime, mtime);
+                return setattr_fd(ino, &f.file, mode, uid, gid, size, times, kill_setid);
             }
         }
         let path = match self.path(ino) {
@@ -447,7 +469,7 @@ impl UnionFs {
                     .and_then(|fh| self.file(fh).ok())
                     .or_else(|| self.any_open_file(ino.0))
                     .ok_or(err)?;
-                return setattr_fd(ino, &f.file, mode, uid, gid, size, atime, mtime);
+                return setattr_fd(ino, &f.file, mode, uid, gid, size, times, kill_setid);
             }
         };
         let e = self
@@ -485,6 +507,9 @@ impl UnionFs {
             )
             .map_err(|e| Errno::from_i32(e.raw_os_error()))?;
         }
+        if let Some(caller) = kill_setid {
+            kill_setid_at(real, caller).map_err(io_errno)?;
+        }
         let md = std::fs::symlink_metadata(real).map_err(io_errno)?;
         Ok(attr(ino.0, &md))
     }
@@ -493,6 +518,7 @@ impl UnionFs {
         &self,
         ino: INodeNo,
         flags: i32,
+        truncated_by: Option<Caller>,
         open_backing: impl FnOnce(&File) -> io::Result<BackingId>,
     ) -> Result<Opened, Errno> {
         let path = self.path(ino)?;
@@ -516,6 +542,10 @@ impl UnionFs {
             let file = open_real(&e.real_path, flags).map_err(io_errno)?;
             if flags & libc::O_TRUNC != 0 && acc != libc::O_RDONLY {
                 file.set_len(0).map_err(io_errno)?;
+                // The kernel's FUSE_OPEN_KILL_SUIDGID is not passed on to us.
+                if let Some(caller) = truncated_by {
+                    kill_setid(&file, caller).map_err(io_errno)?;
+                }
             }
             return self
                 .register_open(&mut io, ino.0, &e, file, open_backing)
@@ -550,6 +580,14 @@ impl UnionFs {
     fn writable_real(&self, ino: INodeNo) -> Result<Entry, Errno> {
         let path = self.path(ino)?;
         self.view.copy_up(&path, true).map_err(|e| errno(&e))
+    }
+}
+
+/// The ids of the process behind a request.
+fn caller(req: &Request) -> Caller {
+    Caller {
+        uid: req.uid(),
+        gid: req.gid(),
     }
 }
 
@@ -603,8 +641,8 @@ fn setattr_fd(
     uid: Option<u32>,
     gid: Option<u32>,
     size: Option<u64>,
-    atime: Option<TimeOrNow>,
-    mtime: Option<TimeOrNow>,
+    (atime, mtime): (Option<TimeOrNow>, Option<TimeOrNow>),
+    kill: Option<Caller>,
 ) -> Result<FileAttr, Errno> {
     if let Some(size) = size {
         file.set_len(size).map_err(io_errno)?;
@@ -623,6 +661,9 @@ fn setattr_fd(
     }
     if atime.is_some() || mtime.is_some() {
         rustix::fs::futimens(file, &timestamps(atime, mtime)).map_err(rustix_errno)?;
+    }
+    if let Some(caller) = kill {
+        kill_setid(file, caller).map_err(io_errno)?;
     }
     let md = file.metadata().map_err(io_errno)?;
     Ok(attr(ino.0, &md))
@@ -694,6 +735,11 @@ impl Filesystem for UnionFs {
                 );
             }
         }
+        // Set-id bits are cleared by us (see `crate::killpriv`), so the
+        // kernel stops probing `security.capability` before every write.
+        self.killpriv = config
+            .add_capabilities(InitFlags::FUSE_HANDLE_KILLPRIV_V2)
+            .is_ok();
         // Readahead of files not passed through goes out in the background:
         // allow more of it in flight than the default 12 requests.
         let _ = config.set_max_background(64);
@@ -704,12 +750,14 @@ impl Filesystem for UnionFs {
         tracing::info!(
             storage_driver = "aufs",
             passthrough = self.passthrough,
+            killpriv = self.killpriv,
             "FUSE session started"
         );
         Ok(())
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        let _t = self.stats.start(Op::Lookup);
         if is_reserved(name.as_bytes()) {
             // aufs's answer for any `.wh.` name (`au_test_shwh`): such names
             // are neither shown nor made, so `open(O_CREAT)` fails alike.
@@ -729,10 +777,18 @@ impl Filesystem for UnionFs {
     }
 
     fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
+        let _t = self.stats.start(Op::Forget);
         lock(&self.nodes).forget(ino.0, nlookup);
     }
 
+    fn destroy(&mut self) {
+        if let Some(table) = self.stats.table() {
+            tracing::info!(storage_driver = "aufs", "FUSE requests served:\n{table}");
+        }
+    }
+
     fn getattr(&self, _req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
+        let _t = self.stats.start(Op::Getattr);
         let r = match fh.map(|fh| self.file(fh)) {
             Some(Ok(f)) => f
                 .file
@@ -749,7 +805,7 @@ impl Filesystem for UnionFs {
 
     fn setattr(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         mode: Option<u32>,
         uid: Option<u32>,
@@ -765,6 +821,19 @@ impl Filesystem for UnionFs {
         _flags: Option<BsdFileFlags>,
         reply: ReplyAttr,
     ) {
+        let _t = self.stats.start(Op::Setattr);
+        let nothing = mode.is_none()
+            && uid.is_none()
+            && gid.is_none()
+            && size.is_none()
+            && atime.is_none()
+            && mtime.is_none();
+        // What is left of a kernel-side kill, or a truncate by a caller
+        // without CAP_FSETID (uid 0 stands for it: the kernel's
+        // FATTR_KILL_SUIDGID is not passed on to us).
+        let kill_setid =
+            (self.killpriv && mode.is_none() && (nothing || (size.is_some() && req.uid() != 0)))
+                .then(|| caller(req));
         let set = SetAttr {
             mode,
             uid,
@@ -773,6 +842,7 @@ impl Filesystem for UnionFs {
             atime,
             mtime,
             fh,
+            kill_setid,
         };
         match self.setattr_inner(ino, set) {
             Ok(a) => reply.attr(&TTL, &a),
@@ -781,6 +851,7 @@ impl Filesystem for UnionFs {
     }
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+        let _t = self.stats.start(Op::Readlink);
         match self
             .real_of(ino)
             .and_then(|e| std::fs::read_link(&e.real_path).map_err(io_errno))
@@ -800,6 +871,7 @@ impl Filesystem for UnionFs {
         rdev: u32,
         reply: ReplyEntry,
     ) {
+        let _t = self.stats.start(Op::Mknod);
         let node = match mode & libc::S_IFMT {
             libc::S_IFREG | 0 => NewNode::File { mode },
             libc::S_IFDIR => NewNode::Dir { mode },
@@ -821,15 +893,18 @@ impl Filesystem for UnionFs {
         _umask: u32,
         reply: ReplyEntry,
     ) {
+        let _t = self.stats.start(Op::Mkdir);
         let r = self.new_entry(req, parent, name, NewNode::Dir { mode });
         self.reply_entry(reply, r);
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let _t = self.stats.start(Op::Unlink);
         reply_empty(reply, self.remove_name(parent, name, UnionView::unlink))
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let _t = self.stats.start(Op::Rmdir);
         reply_empty(reply, self.remove_name(parent, name, UnionView::rmdir))
     }
 
@@ -841,6 +916,7 @@ impl Filesystem for UnionFs {
         target: &Path,
         reply: ReplyEntry,
     ) {
+        let _t = self.stats.start(Op::Symlink);
         let r = self.new_entry(req, parent, link_name, NewNode::Symlink { target });
         self.reply_entry(reply, r);
     }
@@ -855,6 +931,7 @@ impl Filesystem for UnionFs {
         flags: RenameFlags,
         reply: ReplyEmpty,
     ) {
+        let _t = self.stats.start(Op::Rename);
         let r = (|| {
             if flags.intersects(RenameFlags::RENAME_EXCHANGE | RenameFlags::RENAME_WHITEOUT) {
                 return Err(Errno::EINVAL);
@@ -887,6 +964,7 @@ impl Filesystem for UnionFs {
         newname: &OsStr,
         reply: ReplyEntry,
     ) {
+        let _t = self.stats.start(Op::Link);
         let r = (|| {
             if is_reserved(newname.as_bytes()) {
                 return Err(Errno::EPERM);
@@ -900,8 +978,12 @@ impl Filesystem for UnionFs {
         self.reply_entry(reply, r);
     }
 
-    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        match self.open_inner(ino, flags.0, |f| reply.open_backing(f)) {
+    fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        let _t = self.stats.start(Op::Open);
+        // An open with O_TRUNC truncates: set-id bits go as for a truncate
+        // by a caller without CAP_FSETID (uid 0 stands for it).
+        let truncated_by = (self.killpriv && req.uid() != 0).then(|| caller(req));
+        match self.open_inner(ino, flags.0, truncated_by, |f| reply.open_backing(f)) {
             Ok(Opened {
                 fh,
                 flags,
@@ -923,6 +1005,7 @@ impl Filesystem for UnionFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
+        let _t = self.stats.start(Op::Read);
         let r = self.file(fh).and_then(|f| {
             let mut buf = vec![0u8; size as usize];
             let mut done = 0;
@@ -945,20 +1028,24 @@ impl Filesystem for UnionFs {
 
     fn write(
         &self,
-        _req: &Request,
+        req: &Request,
         _ino: INodeNo,
         fh: FileHandle,
         offset: u64,
         data: &[u8],
-        _write_flags: WriteFlags,
+        write_flags: WriteFlags,
         _flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        match self
-            .file(fh)
-            .and_then(|f| f.file.write_all_at(data, offset).map_err(io_errno))
-        {
+        let _t = self.stats.start(Op::Write);
+        let kill = write_flags.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID);
+        match self.file(fh).and_then(|f| {
+            if kill {
+                kill_setid(&f.file, caller(req)).map_err(io_errno)?;
+            }
+            f.file.write_all_at(data, offset).map_err(io_errno)
+        }) {
             Ok(()) => reply.written(data.len() as u32),
             Err(e) => reply.error(e),
         }
@@ -972,6 +1059,7 @@ impl Filesystem for UnionFs {
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
+        let _t = self.stats.start(Op::Flush);
         // Nothing to flush: writes reach the branch file when they are made
         // and file locks stay with the kernel. `ENOSYS` makes the kernel
         // stop sending FLUSH, a round trip on every close.
@@ -988,6 +1076,7 @@ impl Filesystem for UnionFs {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
+        let _t = self.stats.start(Op::Release);
         // The files table is unlocked before the I/O modes are taken (an
         // open takes them in the other order).
         let released = lock(&self.files).remove(&fh.0);
@@ -1005,6 +1094,7 @@ impl Filesystem for UnionFs {
         datasync: bool,
         reply: ReplyEmpty,
     ) {
+        let _t = self.stats.start(Op::Fsync);
         let r = self.file(fh).and_then(|f| {
             if datasync {
                 f.file.sync_data()
@@ -1017,6 +1107,7 @@ impl Filesystem for UnionFs {
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        let _t = self.stats.start(Op::Opendir);
         let r = self.path(ino).and_then(|p| {
             let list = self.view.read_dir(&p).map_err(|e| errno(&e))?;
             let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
@@ -1037,6 +1128,7 @@ impl Filesystem for UnionFs {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
+        let _t = self.stats.start(Op::Readdir);
         let Some(list) = lock(&self.dirs).get(&fh.0).cloned() else {
             reply.error(Errno::EBADF);
             return;
@@ -1069,6 +1161,7 @@ impl Filesystem for UnionFs {
         _flags: OpenFlags,
         reply: ReplyEmpty,
     ) {
+        let _t = self.stats.start(Op::Releasedir);
         lock(&self.dirs).remove(&fh.0);
         reply.ok();
     }
@@ -1081,6 +1174,7 @@ impl Filesystem for UnionFs {
         offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {
+        let _t = self.stats.start(Op::Readdirplus);
         let Some(list) = lock(&self.dirs).get(&fh.0).cloned() else {
             reply.error(Errno::EBADF);
             return;
@@ -1152,6 +1246,7 @@ impl Filesystem for UnionFs {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
+        let _t = self.stats.start(Op::Fsyncdir);
         // Only the rw branch ever changes.
         let r = self.real_of(ino).and_then(|e| {
             if !self.view.branches()[e.branch_index].writable {
@@ -1165,6 +1260,7 @@ impl Filesystem for UnionFs {
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        let _t = self.stats.start(Op::Statfs);
         let root = &self.view.branches()[0].root;
         match rustix::fs::statvfs(root.as_std_path()) {
             Ok(s) => reply.statfs(
@@ -1192,6 +1288,7 @@ impl Filesystem for UnionFs {
         _position: u32,
         reply: ReplyEmpty,
     ) {
+        let _t = self.stats.start(Op::Setxattr);
         let r = self.writable_real(ino).and_then(|e| {
             rustix::fs::lsetxattr(
                 &e.real_path,
@@ -1205,6 +1302,8 @@ impl Filesystem for UnionFs {
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        let _t = self.stats.start(Op::Getxattr);
+        self.stats.xattr_name(name.as_bytes());
         // The kernel asks for `security.capability` and the ACLs of a file
         // being written: an open rw descriptor answers without a lookup.
         let data = match self.any_open_rw_file(ino.0) {
@@ -1217,11 +1316,13 @@ impl Filesystem for UnionFs {
     }
 
     fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        let _t = self.stats.start(Op::Listxattr);
         let data = self.real_of(ino).and_then(|e| list_xattr(&e.real_path));
         Self::xattr_reply(reply, size, data);
     }
 
     fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let _t = self.stats.start(Op::Removexattr);
         let r = self.real_of(ino).and_then(|e| {
             // Nothing to copy up for a missing attribute.
             get_xattr(&e.real_path, name)?;
@@ -1232,6 +1333,7 @@ impl Filesystem for UnionFs {
     }
 
     fn access(&self, _req: &Request, ino: INodeNo, _mask: AccessFlags, reply: ReplyEmpty) {
+        let _t = self.stats.start(Op::Access);
         // Permission checks are the kernel's (`default_permissions`).
         match self.node_attr(ino).map(|(a, _)| a) {
             Ok(_) => reply.ok(),
@@ -1249,10 +1351,16 @@ impl Filesystem for UnionFs {
         flags: i32,
         reply: ReplyCreate,
     ) {
+        let _t = self.stats.start(Op::Create);
         let r = self
             .new_entry(req, parent, name, NewNode::File { mode })
             .and_then(|e| {
-                let file = open_real(&e.real_path, flags).map_err(io_errno)?;
+                // Read-write when allowed: the same descriptor then serves
+                // as the passthrough backing file, no second open needed.
+                let rw = (flags & !libc::O_ACCMODE) | libc::O_RDWR;
+                let file = open_real(&e.real_path, rw)
+                    .or_else(|_| open_real(&e.real_path, flags))
+                    .map_err(io_errno)?;
                 let mut io = lock(&self.io);
                 let opened = self
                     .register_open(&mut io, e.ino, &e, file, |f| reply.open_backing(f))
@@ -1285,6 +1393,7 @@ impl Filesystem for UnionFs {
         mode: i32,
         reply: ReplyEmpty,
     ) {
+        let _t = self.stats.start(Op::Fallocate);
         let r = self.file(fh).and_then(|f| {
             rustix::fs::fallocate(
                 &f.file,
@@ -1308,6 +1417,7 @@ impl Filesystem for UnionFs {
         _out_size: u32,
         reply: fuser::ReplyIoctl,
     ) {
+        let _t = self.stats.start(Op::Ioctl);
         // No ioctls (FS_IOC_GETFLAGS and the like) pass through the union.
         reply.error(Errno::from_i32(libc::ENOTTY));
     }
@@ -1325,6 +1435,7 @@ impl Filesystem for UnionFs {
         _flags: fuser::CopyFileRangeFlags,
         reply: ReplyWrite,
     ) {
+        let _t = self.stats.start(Op::CopyFileRange);
         let r = self.file(fh_in).and_then(|src| {
             let dst = self.file(fh_out)?;
             let (mut off_in, mut off_out) = (offset_in, offset_out);
@@ -1353,6 +1464,7 @@ impl Filesystem for UnionFs {
         whence: i32,
         reply: ReplyLseek,
     ) {
+        let _t = self.stats.start(Op::Lseek);
         let r = self.file(fh).and_then(|f| {
             let off = u64::try_from(offset).map_err(|_| Errno::EINVAL)?;
             let pos = match whence {

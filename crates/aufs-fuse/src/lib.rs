@@ -11,9 +11,12 @@ mod backend;
 mod error;
 mod fs;
 mod io_mode;
+mod killpriv;
 mod nodes;
 pub mod server;
+mod stats;
 
 pub use backend::{FuseBackend, Launcher};
 pub use error::FuseError;
 pub use fs::UnionFs;
+pub use stats::STATS_ENV;

@@ -243,7 +243,7 @@ fn serve(args: &ServerArgs) -> Result<(), FuseError> {
         view = view.with_xino_file(x.as_std_path()).map_err(union_err)?;
     }
     let session = Session::new(
-        UnionFs::new(view),
+        UnionFs::new(view).with_stats(crate::stats::Stats::enabled_by_env()),
         args.target.as_std_path(),
         &mount_config(&args.label),
     )
