@@ -43,6 +43,10 @@ struct WorkFs {
     what: String,
 }
 
+/// mkfs options: inode tables and journal written at mkfs time, so no
+/// `ext4lazyinit` thread zeroes them in the background of a timed run.
+const MKFS: &str = "mkfs.ext4 -q -F -E lazy_itable_init=0,lazy_journal_init=0";
+
 impl WorkFs {
     fn open(bench: &Path) -> Result<Self, String> {
         let dir = bench.join("archive-fs");
@@ -50,7 +54,7 @@ impl WorkFs {
         let _ = sh(&format!("umount {} 2>/dev/null", q(&dir)));
         sh(&format!("rm -rf {0} && mkdir -p {0}", q(&dir)))?;
         let mounted = sh(&format!(
-            "rm -f {i} && truncate -s 6G {i} && mkfs.ext4 -q -F {i} && mount -o loop {i} {d}",
+            "rm -f {i} && truncate -s 3G {i} && {MKFS} {i} && mount -o loop {i} {d}",
             i = q(&img),
             d = q(&dir)
         ));
@@ -69,6 +73,25 @@ impl WorkFs {
                 }
             }
         })
+    }
+}
+
+impl WorkFs {
+    /// A fresh filesystem for the next apply run, with `out` made in it: no
+    /// run creates files where earlier runs deleted thousands (ext4's inode
+    /// allocator then scans recently deleted inodes), and none pays for
+    /// another's leftovers.
+    fn fresh_for(&self, out: &Path) -> Result<(), String> {
+        if !self.mounted {
+            return fresh(out);
+        }
+        let img = self.dir.with_extension("img");
+        sh(&format!(
+            "umount {d} && {MKFS} {i} && mount -o loop {i} {d} && mkdir -p {o} && sync",
+            d = q(&self.dir),
+            i = q(&img),
+            o = q(out)
+        ))
     }
 }
 
@@ -118,6 +141,7 @@ fn fresh(dir: &Path) -> Result<(), String> {
 }
 
 fn ours_apply<'a>(
+    work: &'a WorkFs,
     label: &str,
     tar: &'a Path,
     out: PathBuf,
@@ -126,7 +150,7 @@ fn ours_apply<'a>(
     let out_u = utf8(&out)?;
     Ok(Contender {
         label: label.into(),
-        setup: Box::new(move || fresh(&out)),
+        setup: Box::new(move || work.fresh_for(&out)),
         run: Box::new(move || {
             let diff = out_u.join("diff");
             let mut o = opts.clone();
@@ -140,10 +164,10 @@ fn ours_apply<'a>(
     })
 }
 
-fn shell<'a>(label: &str, out: PathBuf, cmd: String) -> Contender<'a> {
+fn shell<'a>(work: &'a WorkFs, label: &str, out: PathBuf, cmd: String) -> Contender<'a> {
     Contender {
         label: label.into(),
-        setup: Box::new(move || fresh(&out)),
+        setup: Box::new(move || work.fresh_for(&out)),
         run: Box::new(move || sh(&cmd)),
     }
 }
@@ -184,12 +208,14 @@ pub fn bench_archive(bench: &Path, runs: usize) -> Result<Vec<Outcome>, String> 
     };
     let mut contenders = vec![
         ours_apply(
+            &work,
             "aufs-archive (syncfs, digest, tar-split)",
             &tar,
             w("ours-shipped"),
             shipped.clone(),
         )?,
         ours_apply(
+            &work,
             "aufs-archive (no sync; digest, tar-split)",
             &tar,
             w("ours-nosync"),
@@ -199,6 +225,7 @@ pub fn bench_archive(bench: &Path, runs: usize) -> Result<Vec<Outcome>, String> 
             },
         )?,
         ours_apply(
+            &work,
             "aufs-archive (untar only: no sync, digest, tar-split)",
             &tar,
             w("ours-untar"),
@@ -210,11 +237,13 @@ pub fn bench_archive(bench: &Path, runs: usize) -> Result<Vec<Outcome>, String> 
             },
         )?,
         shell(
+            &work,
             "GNU tar -xf",
             w("gnu-tar"),
             format!("tar -xf {} -C {}", q(&tar), q(&w("gnu-tar"))),
         ),
         shell(
+            &work,
             "GNU tar -xf && sync -f",
             w("gnu-tar-sync"),
             format!(
@@ -229,11 +258,13 @@ pub fn bench_archive(bench: &Path, runs: usize) -> Result<Vec<Outcome>, String> 
     let mut durable = vec![4];
     if let Some(g) = &go {
         contenders.push(shell(
+            &work,
             "Docker pkg/archive.Untar (Go)",
             w("docker"),
             format!("{} untar {} {}", q(g), q(&tar), q(&w("docker"))),
         ));
         contenders.push(shell(
+            &work,
             "Docker pkg/archive.Untar (Go) && sync -f",
             w("docker-sync"),
             format!(
@@ -266,7 +297,7 @@ pub fn bench_archive(bench: &Path, runs: usize) -> Result<Vec<Outcome>, String> 
 
     // Export: the applied rootfs (warm cache) as a tar into a pipe.
     let src = utf8(&w("export-src"))?;
-    fresh(src.as_std_path())?;
+    work.fresh_for(src.as_std_path())?;
     apply_layer_file(
         &std::fs::File::open(&tar).map_err(|e| e.to_string())?,
         &src.join("diff"),

@@ -283,11 +283,19 @@ impl<W: Write> Write for Counting<W> {
     }
 }
 
+/// Output buffer of an export (see [`TarWriter::new`]).
+const OUT_BUF: usize = 32 * 1024;
+
 impl<W: Write> TarWriter<W> {
     pub(crate) fn new(out: W) -> Self {
         Self {
             out: Counting {
-                inner: BufWriter::with_capacity(256 * 1024, out),
+                // Writes of half a pipe's default size: into a pipe, a write
+                // larger than the pipe blocks until the reader drained it
+                // all, so reading the next files stops meanwhile. 256 KiB
+                // writes made `export | cat` 1.5x GNU tar's time; 32 KiB
+                // ones match it. Into a file they cost a syscall per 32 KiB.
+                inner: BufWriter::with_capacity(OUT_BUF, out),
                 n: 0,
             },
         }

@@ -280,7 +280,8 @@ pub fn reproduce(meta: &Utf8Path, diff_dir: &Utf8Path, mut out: impl Write) -> R
     .map_err(|e| ArchiveError::io("opening diff dir", diff_dir, e.into()))?;
     let w_err = |e: io::Error| ArchiveError::io("writing reproduced tar", diff_dir, e);
     let mut written: u64 = 0;
-    let mut buf = vec![0u8; 256 * 1024];
+    // Writes of half a default pipe (see `export::OUT_BUF`).
+    let mut buf = vec![0u8; 32 * 1024];
     let mut file: Option<OpenFile> = None;
     let mut next_id: u64 = 0;
     loop {

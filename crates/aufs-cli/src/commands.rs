@@ -94,8 +94,15 @@ pub fn run(cli: &Cli) -> Result<(), Failure> {
             let parent = parent.clone().or_else(|| direct_parent(&driver, id));
             match output {
                 None => {
-                    let mut out =
-                        std::io::BufWriter::with_capacity(1 << 20, std::io::stdout().lock());
+                    // Straight to fd 1 (no line buffering of binary data), in
+                    // writes of half a default pipe: a larger write into a
+                    // pipe blocks until the reader drained all of it.
+                    let _lock = std::io::stdout().lock();
+                    let stdout = {
+                        use std::os::fd::AsFd;
+                        File::from(std::io::stdout().as_fd().try_clone_to_owned()?)
+                    };
+                    let mut out = std::io::BufWriter::with_capacity(32 * 1024, stdout);
                     driver.diff(id, parent.as_ref(), &mut out)?;
                     out.flush()?;
                 }
