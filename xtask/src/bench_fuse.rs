@@ -124,22 +124,29 @@ impl Fs {
         }
     }
 
-    /// Unmounts, empties the rw branch, mounts again; prints nothing.
+    /// Where the contender's writable branch lives: a fresh filesystem is
+    /// mounted there for every run.
+    fn upper(self, root: &Path) -> PathBuf {
+        match self {
+            Fs::Ours => root.join("diff/top"),
+            Fs::Overlay | Fs::FuseOverlay => root.join("ovl"),
+        }
+    }
+
+    /// Unmounts, gives the rw branch a fresh filesystem, mounts again;
+    /// prints nothing.
     fn remount(self, root: &Path, ctl: &Path, depth: usize) -> Result<PathBuf, String> {
         let r = q(root);
+        self.unmount(root, ctl);
+        fresh_fs(&self.upper(root))?;
         match self {
             Fs::Ours => {
-                let _ = sh(&format!("{} --root {r} unmount top", q(ctl)));
-                sh(&format!(
-                    "find {r}/diff/top -mindepth 1 -delete && {} --root {r} mount top >/dev/null",
-                    q(ctl)
-                ))?;
+                sh(&format!("{} --root {r} mount top >/dev/null", q(ctl)))?;
                 Ok(root.join("mnt/top"))
             }
             Fs::Overlay | Fs::FuseOverlay => {
                 let o = root.join("ovl");
                 let lower: Vec<String> = (0..depth).rev().map(|i| format!("l{i}")).collect();
-                let _ = sh(&format!("umount {0}/m 2>/dev/null", q(&o)));
                 let opts = format!(
                     "lowerdir={},upperdir=../ovl/upper,workdir=../ovl/work",
                     lower.join(":")
@@ -149,7 +156,7 @@ impl Fs {
                     _ => format!("fuse-overlayfs -o {opts} ../ovl/m"),
                 };
                 sh(&format!(
-                    "rm -rf {o} && mkdir -p {o}/upper {o}/work {o}/m && cd {r}/diff && {cmd}",
+                    "mkdir -p {o}/upper {o}/work {o}/m && cd {r}/diff && {cmd}",
                     o = q(&o)
                 ))?;
                 Ok(o.join("m"))
@@ -157,12 +164,40 @@ impl Fs {
         }
     }
 
+    /// Unmounts the union (if mounted), its rw branch's filesystem stays.
     fn unmount(self, root: &Path, ctl: &Path) {
         let _ = match self {
             Fs::Ours => sh(&format!("{} --root {} unmount top", q(ctl), q(root))),
-            _ => sh(&format!("umount {}", q(&root.join("ovl/m")))),
+            _ => sh(&format!("umount {} 2>/dev/null", q(&root.join("ovl/m")))),
         };
     }
+
+    /// Unmounts the union and its rw branch's filesystem.
+    fn tear_down(self, root: &Path, ctl: &Path) {
+        self.unmount(root, ctl);
+        let up = self.upper(root);
+        let _ = sh(&format!(
+            "umount {u} 2>/dev/null; rm -f {i}",
+            u = q(&up),
+            i = q(&up.with_extension("img"))
+        ));
+    }
+}
+
+/// A fresh ext4 (inode tables and journal written at mkfs time) mounted on
+/// `dir`, empty: every run writes where nothing was deleted before. Runs
+/// that created thousands of files where the previous run had deleted them
+/// paid for ext4 scanning recently deleted inodes (`recently_deleted`):
+/// 80 µs per create became 485 µs, for one contender but not another.
+fn fresh_fs(dir: &Path) -> Result<(), String> {
+    let img = dir.with_extension("img");
+    sh(&format!(
+        "umount {d} 2>/dev/null; mkdir -p {d} && rm -f {i} && truncate -s 3G {i} \
+         && mkfs.ext4 -q -F -E lazy_itable_init=0,lazy_journal_init=0 {i} \
+         && mount -o loop {i} {d} && rmdir {d}/lost+found && sync",
+        d = q(dir),
+        i = q(&img)
+    ))
 }
 
 /// The timed workloads over a mounted tree.
@@ -238,7 +273,7 @@ pub fn bench_fuse(
                 .collect();
             let outcome = compare(&format!("{name}, {depth} layers"), runs, true, contenders);
             for fs in [Fs::Ours, Fs::Overlay, Fs::FuseOverlay] {
-                fs.unmount(&root, ctl);
+                fs.tear_down(&root, ctl);
             }
             outcomes.push(outcome?);
         }

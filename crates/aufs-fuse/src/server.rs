@@ -214,7 +214,13 @@ pub(crate) fn mount_config(label: &str) -> Config {
             .push(MountOption::CUSTOM(format!("context=\"{label}\"")));
     }
     config.acl = SessionACL::All;
-    config.n_threads = Some(4);
+    config.n_threads = Some(
+        std::env::var("AUFS_FUSE_THREADS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .filter(|&n| n > 0)
+            .unwrap_or(4),
+    );
     config.clone_fd = true;
     config
 }
