@@ -11,13 +11,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
 
 /// Test-name suffixes that may fail, with the reason (see README.md,
-/// "POSIX conformance").
-const EXCEPTIONS: &[(&str, &str)] = &[(
-    "::enametoolong_path",
-    "a path of PATH_MAX-1 bytes in the union is longer than PATH_MAX in a \
-     branch when the branch path (or a `.wh.` name in it) is longer than \
-     the mount point's",
-)];
+/// "POSIX conformance"): none at present.
+const EXCEPTIONS: &[(&str, &str)] = &[];
 
 const CONFIG: &str = r#"
 [features]

@@ -8,7 +8,7 @@ use crate::branch::Branch;
 use crate::error::{Result, UnionError};
 use std::collections::HashMap;
 use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 /// The names of each multiply-linked regular file of a read-only branch.
@@ -29,7 +29,7 @@ impl LinkIndex {
         let names = match map.get(&index) {
             Some(n) => n.clone(),
             None => {
-                let n = Arc::new(scan(branch.root.as_std_path())?);
+                let n = Arc::new(scan(branch)?);
                 map.insert(index, n.clone());
                 n
             }
@@ -38,12 +38,12 @@ impl LinkIndex {
     }
 }
 
-/// Walks `root` and collects the names of regular files with several links.
-fn scan(root: &Path) -> Result<Names> {
+/// Walks `branch` and collects the names of regular files with several links.
+fn scan(branch: &Branch) -> Result<Names> {
     let mut names = Names::new();
     let mut dirs = vec![PathBuf::new()];
     while let Some(rel) = dirs.pop() {
-        let real = root.join(&rel);
+        let real = branch.real(&rel);
         let rd = std::fs::read_dir(&real).map_err(|e| UnionError::io("readdir", &real, e))?;
         for de in rd {
             let de = de.map_err(|e| UnionError::io("readdir", &real, e))?;
@@ -80,7 +80,8 @@ mod tests {
         std::fs::write(root.join("a"), "x").unwrap();
         std::fs::hard_link(root.join("a"), root.join("d/e/b")).unwrap();
         std::fs::write(root.join("single"), "y").unwrap();
-        let names = scan(root).unwrap();
+        let branch = Branch::open(camino::Utf8Path::from_path(root).unwrap(), false).unwrap();
+        let names = scan(&branch).unwrap();
         let ino = std::fs::metadata(root.join("a")).unwrap().ino();
         let mut got = names[&ino].clone();
         got.sort();

@@ -84,7 +84,7 @@ fn build(branches: &[Branch], xino: &Xino, path: &Path, chain: &[usize]) -> Resu
     let mut slots: HashMap<OsString, Slot> = HashMap::new();
     for &b in chain {
         let branch = &branches[b];
-        let real = branch.root.as_std_path().join(path);
+        let real = branch.real(path);
         let rd = std::fs::read_dir(&real).map_err(|e| UnionError::io("readdir", &real, e))?;
         let mut plain = Vec::new();
         let mut whiteouts = Vec::new();

@@ -232,7 +232,7 @@ impl UnionView {
         let Some(e) = ro_entry else {
             return Ok(None);
         };
-        let real = self.branches[e.branch].root.as_std_path().join(&path);
+        let real = self.branches[e.branch].real(&path);
         let metadata =
             std::fs::symlink_metadata(&real).map_err(|err| UnionError::io("lstat", &real, err))?;
         Ok(Some(Found {
@@ -253,11 +253,13 @@ impl UnionView {
             Some(chain) if !chain.is_empty() => Some(self.ro_dir(&path, chain)?),
             _ => None,
         };
-        Ok(DirState {
-            path,
-            rw: found.rw_dir.clone(),
-            ro,
-        })
+        // Children are named from the rw dir's path: near PATH_MAX it is
+        // taken through the branch's short root.
+        let rw = match (&found.rw_dir, self.rw) {
+            (Some(d), Some(i)) => Some(self.branches[i].fit(d.clone())),
+            (d, _) => d.clone(),
+        };
+        Ok(DirState { path, rw, ro })
     }
 
     /// Resolves union directory `path`; `Ok(None)` when it does not exist or

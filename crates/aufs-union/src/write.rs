@@ -117,7 +117,7 @@ impl UnionView {
             if !found.entry.is_dir() {
                 return Err(UnionError::NotADirectory { path: child });
             }
-            real = real.join(name);
+            real = self.branches[self.rw_index()].fit(real.join(name));
             let found = if found.rw_dir.is_none() {
                 let md = &found.entry.metadata;
                 let _changed = DirsChanged(self);
