@@ -45,6 +45,14 @@ pub trait AsyncGraphDriver: Send + Sync {
         parent: Option<LayerId>,
         input: Box<dyn Read + Send>,
     ) -> Result<ApplyOutcome>;
+    /// See [`Driver::apply_diff_file`]: a tarball in a file (mapped when
+    /// it is a regular file), on the blocking pool.
+    async fn apply_diff_file(
+        &self,
+        id: LayerId,
+        parent: Option<LayerId>,
+        input: std::fs::File,
+    ) -> Result<ApplyOutcome>;
     /// See [`Driver::diff`]; returns the writer once the tarball is written.
     async fn diff(
         &self,
@@ -134,6 +142,15 @@ impl AsyncGraphDriver for AsyncDriver {
         input: Box<dyn Read + Send>,
     ) -> Result<ApplyOutcome> {
         self.run(move |d| d.apply_diff(&id, parent.as_ref(), input))
+            .await
+    }
+    async fn apply_diff_file(
+        &self,
+        id: LayerId,
+        parent: Option<LayerId>,
+        input: std::fs::File,
+    ) -> Result<ApplyOutcome> {
+        self.run(move |d| d.apply_diff_file(&id, parent.as_ref(), &input))
             .await
     }
     async fn diff(

@@ -102,6 +102,34 @@ async fn async_apply_diff_changes() {
         *shared.lock().unwrap() == input,
         "exact bytes through the facade"
     );
+    // The same tarball from a file (mapped) into another layer.
+    let file = tmp.path().join("layer.tar");
+    std::fs::write(&file, &input).unwrap();
+    let m = LayerId::new("m").unwrap();
+    d.create(m.clone(), None, CreateOpts::default())
+        .await
+        .unwrap();
+    let out = d
+        .apply_diff_file(m.clone(), None, std::fs::File::open(&file).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(out.size, 5);
+    assert_eq!(out.diff_id, {
+        let again = d
+            .apply_diff(
+                m.clone(),
+                None,
+                Box::new(std::io::Cursor::new(input.clone())),
+            )
+            .await
+            .unwrap();
+        again.diff_id
+    });
+    let shared = Arc::new(std::sync::Mutex::new(Vec::new()));
+    d.diff(m, None, Box::new(SharedBuf(shared.clone())))
+        .await
+        .unwrap();
+    assert!(*shared.lock().unwrap() == input, "exact bytes from a file");
 }
 
 struct SharedBuf(Arc<std::sync::Mutex<Vec<u8>>>);
