@@ -9,7 +9,8 @@
 //! ctime once it is in place (`<metadata>.seal`, a line `SECONDS NANOS`),
 //! and [`check`] walks the diff dir: an entry with a later ctime means the
 //! layer changed since. The apply returns only once the clock has moved past
-//! the seal, so a change right after it still gets a later ctime. Metadata
+//! the seal (to the next second where the filesystem keeps whole seconds),
+//! so a change right after it still gets a later ctime. Metadata
 //! written without a seal is checked by content only.
 
 use std::io::{self, Write as _};
@@ -38,7 +39,14 @@ pub(crate) fn write(meta: &Utf8Path, diff_dir: &Utf8Path, sync: bool) -> Result<
     let st = rustix::fs::lstat(diff_dir.as_str())
         .map_err(|e| ArchiveError::io("stat of the applied layer", diff_dir, e.into()))?;
     let (sec, nsec) = ctime(&st);
-    wait_past((sec, nsec));
+    // A ctime without nanoseconds most likely comes from a filesystem that
+    // keeps whole seconds (ext4 with 128-byte inodes, some network ones):
+    // a change later in the same second would get the same ctime.
+    wait_past(if nsec == 0 {
+        (sec, 999_999_999)
+    } else {
+        (sec, nsec)
+    });
     let dst = path(meta);
     let tmp = Utf8PathBuf::from(format!("{dst}.tmp-{}", std::process::id()));
     let written = (|| {

@@ -411,3 +411,44 @@ fn reused_paths_reproduce() {
     store.remove("dup").unwrap();
     assert!(!store.contains("dup"));
 }
+
+/// On a filesystem that keeps whole seconds (ext4 with 128-byte inodes) a
+/// change right after the apply still comes after the seal.
+#[test]
+fn changes_are_detected_on_whole_second_timestamps() {
+    if skip_unless_root("changes_are_detected_on_whole_second_timestamps") {
+        return;
+    }
+    let s = Scratch::new();
+    let img = s.path("secs.img");
+    let mnt = s.mkdir("secs");
+    let made = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "truncate -s 64M {img} && mkfs.ext4 -q -F -I 128 {img} && mount -o loop {img} {mnt}"
+        ))
+        .status()
+        .unwrap();
+    if !made.success() {
+        eprintln!("changes_are_detected_on_whole_second_timestamps: skipped: no loop-mounted ext4");
+        return;
+    }
+    let src = s.mkdir("src");
+    plain_tree(&src);
+    let mut tar = Vec::new();
+    export_diff(&src, &mut tar).unwrap();
+    let outcome = std::panic::catch_unwind(|| {
+        let meta = mnt.join("layer.tar-split.gz");
+        let diff = mnt.join("diff");
+        apply_layer(&tar[..], &diff, &opts(&meta)).unwrap();
+        let seal = fs::read_to_string(format!("{meta}.seal")).unwrap();
+        assert!(seal.trim_end().ends_with(" 0"), "whole seconds: {seal}");
+        verify(&meta, &diff).unwrap();
+        write_file(&diff.join("etc/new"), b"new");
+        assert!(verify(&meta, &diff).unwrap_err().is_not_reproducible());
+    });
+    let _ = Command::new("umount").arg(mnt.as_str()).status();
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic);
+    }
+}
