@@ -575,11 +575,12 @@ impl Driver {
     }
 
     /// A union whose server died (FUSE) stays in the mount table but every
-    /// access fails with `ENOTCONN`. Such a mount is unmounted so it can be
-    /// mounted again; returns true when that happened.
+    /// access fails with `ENOTCONN` (`ECONNABORTED` for one made while the
+    /// server was dying). Such a mount is unmounted so it can be mounted
+    /// again; returns true when that happened.
     fn recovered_stale_mount(&self, id: &LayerId, m: &Utf8Path) -> Result<bool> {
         match self.ports.fs.kind(m) {
-            Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => {
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOTCONN | libc::ECONNABORTED)) => {
                 tracing::warn!(storage_driver = "aufs", %id, target = %m, "union server is gone (ENOTCONN); remounting");
                 self.ports
                     .backend

@@ -80,9 +80,13 @@ fn mount_point_of(target: &Utf8Path) -> PathBuf {
     }
 }
 
-/// A FUSE mount whose server died answers `ENOTCONN`.
+/// A FUSE mount whose server died answers `ENOTCONN` (`ECONNABORTED` for a
+/// request made while it was dying).
 fn is_stale(path: &Path) -> bool {
-    matches!(std::fs::symlink_metadata(path), Err(e) if e.raw_os_error() == Some(libc::ENOTCONN))
+    matches!(
+        std::fs::symlink_metadata(path).map_err(|e| e.raw_os_error()),
+        Err(Some(libc::ENOTCONN | libc::ECONNABORTED))
+    )
 }
 
 fn umount(path: &Path) -> io::Result<()> {
