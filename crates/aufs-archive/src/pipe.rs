@@ -21,8 +21,9 @@ pub(crate) const BLOCK_SIZE: usize = 1 << 20;
 /// Hashing runs at ~1.8 GB/s with SHA extensions, slower than the applying
 /// thread writes big files but faster than it creates small ones: a deep
 /// channel lets the reader run ahead through stretches of small files and
-/// the applier catch up through big ones. With 4 blocks an apply with a
-/// digest took ~1.13x the time without; with 48, ~1.05x.
+/// the applier catch up through big ones. On the rootfs benchmark, with 4
+/// blocks an apply with a digest took 0.26 s where one without took 0.20 s;
+/// with 48, 0.23 s.
 pub(crate) const IN_FLIGHT: usize = 48;
 
 /// A stretch of the layer stream: read into a reusable buffer, or borrowed
