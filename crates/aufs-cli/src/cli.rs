@@ -153,4 +153,11 @@ pub enum Command {
         #[arg(long, value_parser = layer_id)]
         parent: Option<LayerId>,
     },
+    /// Import a `docker save` tarball or an OCI image layout (a directory
+    /// or a tar): one layer per image layer, named by its chain id, every
+    /// digest verified, layers already present skipped.
+    Import {
+        /// The image.
+        image: PathBuf,
+    },
 }

@@ -128,6 +128,23 @@ pub fn run(cli: &Cli) -> Result<(), Failure> {
                 out.flush()?;
             }
         }
+        Command::Import { image } => {
+            let image = camino::Utf8Path::from_path(image)
+                .ok_or_else(|| Failure::Error(format!("{}: not a UTF-8 path", image.display())))?;
+            let mut bar = ImportBar::for_stderr();
+            let report = aufs_image::import(&driver, image, &mut bar)?;
+            bar.finish();
+            if cli.json {
+                let layers: Vec<_> = report
+                    .layers
+                    .iter()
+                    .map(|(id, created)| json!({"id": id.as_str(), "created": created}))
+                    .collect();
+                print_json(&json!({"id": report.top.as_str(), "layers": layers}));
+            } else {
+                println!("{}", report.top);
+            }
+        }
         Command::DiffSize { id, parent } => {
             let parent = parent.clone().or_else(|| direct_parent(&driver, id));
             let size = driver.diff_size(id, parent.as_ref())?;
@@ -197,4 +214,42 @@ fn stdin_file() -> Option<File> {
     let fd = stdin.as_fd().try_clone_to_owned().ok()?;
     let f = File::from(fd);
     f.metadata().ok()?.file_type().is_file().then_some(f)
+}
+
+/// A progress bar of an import on stderr, when stderr is a terminal.
+struct ImportBar(Option<indicatif::ProgressBar>);
+
+impl ImportBar {
+    fn for_stderr() -> Self {
+        use std::io::IsTerminal;
+        Self(std::io::stderr().is_terminal().then(|| {
+            let bar = indicatif::ProgressBar::new(0);
+            bar.set_style(
+                indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} layers {msg}")
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            );
+            bar
+        }))
+    }
+
+    fn finish(&self) {
+        if let Some(bar) = &self.0 {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+impl aufs_image::Progress for ImportBar {
+    fn layer(&mut self, index: usize, total: usize, id: &LayerId, skipped: bool) {
+        if let Some(bar) = &self.0 {
+            bar.set_length(total as u64);
+            bar.set_position(index as u64);
+            let short = &id.as_str()[..id.as_str().len().min(12)];
+            bar.set_message(if skipped {
+                format!("{short} (present)")
+            } else {
+                short.to_string()
+            });
+        }
+    }
 }

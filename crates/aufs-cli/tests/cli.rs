@@ -393,3 +393,79 @@ fn sha256_hex(scratch: &std::path::Path, data: &[u8]) -> String {
     assert!(o.status.success());
     String::from_utf8(o.stdout).unwrap()[..64].to_string()
 }
+
+/// `docker save` layout made with GNU tar: two layers, config named by its
+/// digest, manifest.json. `aufsctl import` prints the top layer (the chain
+/// id's hex), chains the parents, and skips what is present.
+#[test]
+fn import_of_a_docker_save_tarball() {
+    let c = Ctl::new();
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let img = t.join("img");
+    let mut diff_ids = Vec::new();
+    let mut layers = Vec::new();
+    for (i, body) in ["base\n", "app\n"].iter().enumerate() {
+        let src = t.join(format!("src{i}"));
+        std::fs::create_dir_all(src.join("etc")).unwrap();
+        std::fs::write(src.join("etc/os-release"), body).unwrap();
+        std::fs::create_dir_all(img.join(format!("l{i}"))).unwrap();
+        let layer = img.join(format!("l{i}/layer.tar"));
+        let st = Command::new("tar")
+            .arg("-C")
+            .arg(&src)
+            .arg("-cf")
+            .arg(&layer)
+            .arg(".")
+            .status()
+            .unwrap();
+        assert!(st.success());
+        let bytes = std::fs::read(&layer).unwrap();
+        diff_ids.push(format!("sha256:{}", sha256_hex(&t.join("scratch"), &bytes)));
+        layers.push(format!("l{i}/layer.tar"));
+    }
+    let config = serde_json::to_vec(&serde_json::json!({
+        "architecture": "amd64", "os": "linux",
+        "rootfs": {"type": "layers", "diff_ids": diff_ids},
+    }))
+    .unwrap();
+    let config_name = format!("{}.json", sha256_hex(&t.join("scratch"), &config));
+    std::fs::write(img.join(&config_name), &config).unwrap();
+    let manifest =
+        serde_json::json!([{"Config": config_name, "RepoTags": ["app:1"], "Layers": layers}]);
+    std::fs::write(img.join("manifest.json"), manifest.to_string()).unwrap();
+    let image = t.join("image.tar");
+    let st = Command::new("tar")
+        .arg("-C")
+        .arg(&img)
+        .arg("-cf")
+        .arg(&image)
+        .arg(".")
+        .status()
+        .unwrap();
+    assert!(st.success());
+
+    let base = diff_ids[0].trim_start_matches("sha256:").to_string();
+    let top = sha256_hex(
+        &t.join("scratch"),
+        format!("{} {}", diff_ids[0], diff_ids[1]).as_bytes(),
+    );
+    let out = c.ok(&["import", image.to_str().unwrap()]);
+    assert_eq!(out.trim_end(), top);
+    let ls = c.ok(&["ls"]);
+    assert!(ls.contains(&format!("{top} {base}")), "{ls}");
+    assert_eq!(
+        std::fs::read_to_string(c.diff(&top).join("etc/os-release")).unwrap(),
+        "app\n"
+    );
+    let v: serde_json::Value =
+        serde_json::from_str(&c.ok(&["--json", "import", image.to_str().unwrap()])).unwrap();
+    assert_eq!(v["id"], top.as_str());
+    assert_eq!(v["layers"][0]["created"], false, "already present: {v}");
+    // A missing image is one clean error line.
+    let e = c.fails(1, &["import", t.join("nope.tar").to_str().unwrap()]);
+    assert!(
+        e.starts_with("aufsctl: error:") && e.contains("nope.tar"),
+        "{e}"
+    );
+}

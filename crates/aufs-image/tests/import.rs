@@ -1,0 +1,332 @@
+//! Imports of `docker save` tarballs and OCI layouts (directory and tar)
+//! made here, into a store on the real filesystem: layers named by chain
+//! id, parents chained, content applied, repeats skipped, and every digest
+//! mismatch refused with nothing left behind.
+
+use std::io::Write as _;
+use std::sync::Arc;
+
+use aufs_driver::{Driver, DriverConfig, Ports};
+use aufs_image::{chain_ids, import, Digest, ImageError, ImportReport};
+use aufs_model::LayerId;
+use aufs_ports::fakes::FakeUnionBackend;
+use aufs_ports::{BackendKind, InProcessLocks};
+use camino::{Utf8Path, Utf8PathBuf};
+use serde_json::json;
+
+struct Store {
+    _tmp: tempfile::TempDir,
+    dir: Utf8PathBuf,
+    driver: Driver,
+}
+
+fn store() -> Store {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = Utf8PathBuf::from_path_buf(tmp.path().to_path_buf()).unwrap();
+    let driver = Driver::init(
+        DriverConfig::new(dir.join("aufs")),
+        Ports {
+            fs: Arc::new(aufs_linux::LinuxFilesystem::new()),
+            host: Arc::new(aufs_linux::LinuxHost::new()),
+            backend: Arc::new(FakeUnionBackend::new(BackendKind::Fuse)),
+            locks: Arc::new(InProcessLocks::new()),
+        },
+    )
+    .unwrap();
+    Store {
+        _tmp: tmp,
+        dir,
+        driver,
+    }
+}
+
+/// A layer tarball holding `files`.
+fn layer(files: &[(&str, &str)]) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    for (name, body) in files {
+        let mut h = tar::Header::new_ustar();
+        h.set_mode(0o644);
+        h.set_mtime(1_600_000_000);
+        h.set_size(body.len() as u64);
+        b.append_data(&mut h, name, body.as_bytes()).unwrap();
+    }
+    b.into_inner().unwrap()
+}
+
+fn layers() -> Vec<Vec<u8>> {
+    vec![
+        layer(&[("etc/os-release", "base\n"), ("bin/sh", "#!sh\n")]),
+        layer(&[("etc/os-release", "app\n"), ("app/run", "go\n")]),
+    ]
+}
+
+fn config(layers: &[Vec<u8>]) -> Vec<u8> {
+    let diff_ids: Vec<String> = layers.iter().map(|l| Digest::of(l).to_string()).collect();
+    serde_json::to_vec(&json!({
+        "architecture": "amd64",
+        "os": "linux",
+        "config": {},
+        "rootfs": {"type": "layers", "diff_ids": diff_ids},
+    }))
+    .unwrap()
+}
+
+/// A tarball of `(name, bytes)` entries.
+fn tarball(entries: &[(String, Vec<u8>)]) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    for (name, body) in entries {
+        let mut h = tar::Header::new_ustar();
+        h.set_mode(0o644);
+        h.set_size(body.len() as u64);
+        b.append_data(&mut h, name, &body[..]).unwrap();
+    }
+    b.into_inner().unwrap()
+}
+
+/// What `docker save` writes (legacy layout: `<dir>/layer.tar`, config
+/// named by its digest, `manifest.json` last).
+fn docker_save(layers: &[Vec<u8>]) -> Vec<u8> {
+    let config = config(layers);
+    let config_name = format!("{}.json", Digest::of(&config).hex());
+    let mut entries = Vec::new();
+    let mut names = Vec::new();
+    for (i, l) in layers.iter().enumerate() {
+        let name = format!("layer{i}/layer.tar");
+        entries.push((name.clone(), l.clone()));
+        names.push(name);
+    }
+    entries.push((config_name.clone(), config));
+    let manifest = json!([{"Config": config_name, "RepoTags": ["app:latest"], "Layers": names}]);
+    entries.push((
+        "manifest.json".into(),
+        serde_json::to_vec(&manifest).unwrap(),
+    ));
+    tarball(&entries)
+}
+
+fn gzip(data: &[u8]) -> Vec<u8> {
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(data).unwrap();
+    gz.finish().unwrap()
+}
+
+/// An OCI layout's files: gzip'd layer blobs, config, manifest, index.
+fn oci_files(layers: &[Vec<u8>]) -> Vec<(String, Vec<u8>)> {
+    let mut files = vec![(
+        "oci-layout".to_string(),
+        br#"{"imageLayoutVersion":"1.0.0"}"#.to_vec(),
+    )];
+    let mut blob = |data: Vec<u8>| {
+        let d = Digest::of(&data);
+        files.push((format!("blobs/sha256/{}", d.hex()), data.clone()));
+        (d, data.len())
+    };
+    let layer_descs: Vec<_> = layers
+        .iter()
+        .map(|l| {
+            let (d, size) = blob(gzip(l));
+            json!({"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": d.as_str(), "size": size})
+        })
+        .collect();
+    let (cd, csize) = blob(config(layers));
+    let manifest = serde_json::to_vec(&json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cd.as_str(), "size": csize},
+        "layers": layer_descs,
+    }))
+    .unwrap();
+    let (md, msize) = blob(manifest);
+    let index = serde_json::to_vec(&json!({
+        "schemaVersion": 2,
+        "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": md.as_str(), "size": msize}],
+    }))
+    .unwrap();
+    files.push(("index.json".into(), index));
+    files
+}
+
+fn write_dir(root: &Utf8Path, files: &[(String, Vec<u8>)]) {
+    for (name, body) in files {
+        let p = root.join(name);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, body).unwrap();
+    }
+}
+
+fn expected_ids(layers: &[Vec<u8>]) -> Vec<LayerId> {
+    let diff_ids: Vec<Digest> = layers.iter().map(|l| Digest::of(l)).collect();
+    chain_ids(&diff_ids)
+        .iter()
+        .map(|c| LayerId::new(c.hex()).unwrap())
+        .collect()
+}
+
+fn run(s: &Store, image: &Utf8Path) -> Result<ImportReport, ImageError> {
+    let mut seen = Vec::new();
+    let r = import(
+        &s.driver,
+        image,
+        &mut |i: usize, n: usize, id: &LayerId, skipped: bool| {
+            seen.push((i, n, id.clone(), skipped))
+        },
+    );
+    if let Ok(report) = &r {
+        assert_eq!(
+            seen.len(),
+            report.layers.len(),
+            "progress told of every layer"
+        );
+    }
+    r
+}
+
+fn check_imported(s: &Store, report: &ImportReport, layers: &[Vec<u8>]) {
+    let ids = expected_ids(layers);
+    assert_eq!(report.top, ids[1]);
+    assert_eq!(
+        report.layers,
+        vec![(ids[0].clone(), true), (ids[1].clone(), true)]
+    );
+    let diff = |id: &LayerId, f: &str| {
+        std::fs::read_to_string(s.dir.join("aufs/diff").join(id.as_str()).join(f)).unwrap()
+    };
+    assert_eq!(diff(&ids[0], "bin/sh"), "#!sh\n");
+    assert_eq!(diff(&ids[1], "etc/os-release"), "app\n");
+    // The top layer's parent chain, as Docker's layers file has it.
+    let chain = std::fs::read_to_string(s.dir.join("aufs/layers").join(ids[1].as_str())).unwrap();
+    assert_eq!(chain.trim_end(), ids[0].as_str());
+}
+
+#[test]
+fn docker_save_tarballs_import_layer_by_layer() {
+    let s = store();
+    let layers = layers();
+    let image = s.dir.join("app.tar");
+    std::fs::write(&image, docker_save(&layers)).unwrap();
+    let report = run(&s, &image).unwrap();
+    check_imported(&s, &report, &layers);
+    // Importing again creates nothing.
+    let again = run(&s, &image).unwrap();
+    assert!(again.layers.iter().all(|(_, created)| !created));
+    assert_eq!(again.top, report.top);
+}
+
+#[test]
+fn oci_layouts_import_from_a_directory_and_from_a_tar() {
+    let layers = layers();
+    let files = oci_files(&layers);
+    let s = store();
+    let dir = s.dir.join("oci");
+    write_dir(&dir, &files);
+    check_imported(&s, &run(&s, &dir).unwrap(), &layers);
+
+    let s = store();
+    let tar = s.dir.join("oci.tar");
+    std::fs::write(&tar, tarball(&files)).unwrap();
+    check_imported(&s, &run(&s, &tar).unwrap(), &layers);
+}
+
+#[test]
+fn a_layer_that_is_not_its_diff_id_is_refused_and_removed() {
+    let s = store();
+    let mut layers = layers();
+    let good = layers.clone();
+    let image = s.dir.join("bad.tar");
+    // The config lists the good layers; the tarball carries another top.
+    let mut bytes = docker_save(&good);
+    let evil = layer(&[("etc/os-release", "evil\n"), ("app/run", "go\n")]);
+    assert_eq!(evil.len(), good[1].len());
+    let at = bytes
+        .windows(good[1].len())
+        .position(|w| w == &good[1][..])
+        .unwrap();
+    bytes[at..at + evil.len()].copy_from_slice(&evil);
+    std::fs::write(&image, bytes).unwrap();
+    layers[1] = evil;
+    let err = run(&s, &image).unwrap_err();
+    assert!(matches!(err, ImageError::DigestMismatch { .. }), "{err}");
+    assert!(err.to_string().contains("layer 1"), "{err}");
+    let ids = expected_ids(&good);
+    assert!(s.driver.exists(&ids[0]), "the good base layer stays");
+    assert!(!s.driver.exists(&ids[1]), "the refused layer is removed");
+}
+
+#[test]
+fn oci_blobs_are_checked_against_their_digests() {
+    let layers = layers();
+    let mut files = oci_files(&layers);
+    // Corrupt the first layer blob (still valid gzip of the same tar, but
+    // other bytes: a different compression level).
+    let blob = files
+        .iter_mut()
+        .find(|(n, b)| n.starts_with("blobs/") && b.starts_with(&[0x1f, 0x8b]))
+        .unwrap();
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    gz.write_all(&layers[0]).unwrap();
+    blob.1 = gz.finish().unwrap();
+    let s = store();
+    let dir = s.dir.join("oci");
+    write_dir(&dir, &files);
+    let err = run(&s, &dir).unwrap_err();
+    assert!(matches!(err, ImageError::DigestMismatch { .. }), "{err}");
+    assert!(!s.driver.exists(&expected_ids(&layers)[0]));
+
+    // A manifest blob that is not what the index says.
+    let mut files = oci_files(&layers);
+    let index: serde_json::Value =
+        serde_json::from_slice(&files.iter().find(|(n, _)| n == "index.json").unwrap().1).unwrap();
+    let md = Digest::parse(index["manifests"][0]["digest"].as_str().unwrap()).unwrap();
+    let manifest = files
+        .iter_mut()
+        .find(|(n, _)| n == &format!("blobs/sha256/{}", md.hex()))
+        .unwrap();
+    manifest.1.push(b' ');
+    let s = store();
+    let dir = s.dir.join("oci");
+    write_dir(&dir, &files);
+    let err = run(&s, &dir).unwrap_err();
+    assert!(err.to_string().contains("digest mismatch"), "{err}");
+}
+
+#[test]
+fn hostile_and_unknown_images_are_refused() {
+    let s = store();
+    // Not an image at all.
+    let junk = s.dir.join("junk.tar");
+    std::fs::write(&junk, tarball(&[("hello".into(), b"x".to_vec())])).unwrap();
+    assert!(matches!(
+        run(&s, &junk).unwrap_err(),
+        ImageError::UnknownFormat { .. }
+    ));
+    // A manifest pointing out of the image.
+    let manifest = json!([{"Config": "../../etc/passwd", "Layers": []}]);
+    let evil = s.dir.join("evil.tar");
+    std::fs::write(
+        &evil,
+        tarball(&[(
+            "manifest.json".into(),
+            serde_json::to_vec(&manifest).unwrap(),
+        )]),
+    )
+    .unwrap();
+    let err = run(&s, &evil).unwrap_err();
+    assert!(err.to_string().contains("../../etc/passwd"), "{err}");
+    // Two images in one tarball.
+    let layers = layers();
+    let config = config(&layers);
+    let name = format!("{}.json", Digest::of(&config).hex());
+    let two = json!([{"Config": name, "Layers": []}, {"Config": name, "Layers": []}]);
+    let both = s.dir.join("two.tar");
+    std::fs::write(
+        &both,
+        tarball(&[
+            (name.clone(), config),
+            ("manifest.json".into(), serde_json::to_vec(&two).unwrap()),
+        ]),
+    )
+    .unwrap();
+    let err = run(&s, &both).unwrap_err();
+    assert!(err.to_string().contains("holds 2 images"), "{err}");
+    assert!(s.driver.list().unwrap().is_empty());
+}
