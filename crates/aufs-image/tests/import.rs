@@ -330,3 +330,59 @@ fn hostile_and_unknown_images_are_refused() {
     assert!(err.to_string().contains("holds 2 images"), "{err}");
     assert!(s.driver.list().unwrap().is_empty());
 }
+
+/// Images written by the OCI tools themselves: an OCI layout built with
+/// `umoci` (two layers, gzip), and the same image as a `docker save`
+/// tarball written by `skopeo` (its layer files are `<hex>.tar` with
+/// `<id>/layer.tar` symlinks). Both import to the same layers.
+#[test]
+fn images_made_by_umoci_and_skopeo_import_alike() {
+    let have = |tool: &str| {
+        std::process::Command::new(tool)
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    if !have("umoci") || !have("skopeo") {
+        eprintln!("images_made_by_umoci_and_skopeo_import_alike: skipped: umoci and skopeo are needed (apt-get install umoci skopeo)");
+        return;
+    }
+    let s = store();
+    let sh = |script: &str| {
+        let st = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(script)
+            .current_dir(s.dir.as_std_path())
+            .status()
+            .unwrap();
+        assert!(st.success(), "{script}");
+    };
+    sh("umoci init --layout oci && umoci new --image oci:t \
+        && umoci unpack --rootless --image oci:t b && mkdir -p b/rootfs/etc \
+        && echo base > b/rootfs/etc/os-release && umoci repack --image oci:t b && rm -rf b \
+        && umoci unpack --rootless --image oci:t b && mkdir b/rootfs/app \
+        && echo run > b/rootfs/app/run && rm b/rootfs/etc/os-release \
+        && echo app > b/rootfs/etc/os-release && umoci repack --image oci:t b \
+        && skopeo copy -q oci:oci:t docker-archive:saved.tar:img:t");
+    let from_oci = run(&s, &s.dir.join("oci")).unwrap();
+    assert_eq!(from_oci.layers.len(), 2);
+    assert!(from_oci.layers.iter().all(|(_, created)| *created));
+    let top = s.dir.join("aufs/diff").join(from_oci.top.as_str());
+    assert_eq!(
+        std::fs::read_to_string(top.join("etc/os-release")).unwrap(),
+        "app\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(top.join("app/run")).unwrap(),
+        "run\n"
+    );
+    // The docker save tarball holds the same layers: nothing new to create.
+    let from_save = run(&s, &s.dir.join("saved.tar")).unwrap();
+    assert_eq!(from_save.top, from_oci.top);
+    assert!(from_save.layers.iter().all(|(_, created)| !created));
+    // Into an empty store, the docker save tarball creates them itself.
+    let s2 = store();
+    let again = run(&s2, &s.dir.join("saved.tar")).unwrap();
+    assert_eq!(again.top, from_oci.top);
+    assert!(again.layers.iter().all(|(_, created)| *created));
+}
