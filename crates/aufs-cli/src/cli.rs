@@ -160,4 +160,18 @@ pub enum Command {
         /// The image.
         image: PathBuf,
     },
+    /// Write a layer and its parents as a `docker save` tarball (what
+    /// `docker load` takes), or with `--oci` as an OCI image layout
+    /// directory.
+    Export {
+        /// The top layer.
+        #[arg(value_parser = layer_id)]
+        id: LayerId,
+        /// Where to write it (must not exist).
+        #[arg(short = 'o', long = "output")]
+        output: PathBuf,
+        /// An OCI image layout directory instead of a tarball.
+        #[arg(long)]
+        oci: bool,
+    },
 }

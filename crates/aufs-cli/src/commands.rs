@@ -145,6 +145,16 @@ pub fn run(cli: &Cli) -> Result<(), Failure> {
                 println!("{}", report.top);
             }
         }
+        Command::Export { id, output, oci } => {
+            let output = camino::Utf8Path::from_path(output)
+                .ok_or_else(|| Failure::Error(format!("{}: not a UTF-8 path", output.display())))?;
+            let format = if *oci {
+                aufs_image::ExportFormat::OciLayout
+            } else {
+                aufs_image::ExportFormat::DockerSave
+            };
+            aufs_image::export(&driver, id, output, format)?;
+        }
         Command::DiffSize { id, parent } => {
             let parent = parent.clone().or_else(|| direct_parent(&driver, id));
             let size = driver.diff_size(id, parent.as_ref())?;

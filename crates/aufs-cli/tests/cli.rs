@@ -468,4 +468,21 @@ fn import_of_a_docker_save_tarball() {
         e.starts_with("aufsctl: error:") && e.contains("nope.tar"),
         "{e}"
     );
+
+    // Export, both ways, and import into another root: the same layers.
+    for (args, out) in [
+        (vec![], t.join("saved.tar")),
+        (vec!["--oci"], t.join("saved-oci")),
+    ] {
+        let mut cmd = vec!["export", top.as_str(), "-o", out.to_str().unwrap()];
+        cmd.extend(args);
+        assert_eq!(c.ok(&cmd), "", "export prints nothing");
+        let other = Ctl::new();
+        assert_eq!(other.ok(&["import", out.to_str().unwrap()]).trim_end(), top);
+    }
+    let e = c.fails(
+        1,
+        &["export", "ghost", "-o", t.join("g.tar").to_str().unwrap()],
+    );
+    assert!(e.contains("ghost"), "{e}");
 }

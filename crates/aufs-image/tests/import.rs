@@ -386,3 +386,64 @@ fn images_made_by_umoci_and_skopeo_import_alike() {
     assert_eq!(again.top, from_oci.top);
     assert!(again.layers.iter().all(|(_, created)| *created));
 }
+
+/// Export gives back what import took: the same chain ids from a fresh
+/// store, in both formats; and the OCI tools read what it writes.
+#[test]
+fn exported_images_import_to_the_same_layers() {
+    use aufs_image::{export, ExportFormat};
+    let s = store();
+    let layers = layers();
+    let image = s.dir.join("app.tar");
+    std::fs::write(&image, docker_save(&layers)).unwrap();
+    let top = run(&s, &image).unwrap().top;
+    for (format, name) in [
+        (ExportFormat::DockerSave, "out.tar"),
+        (ExportFormat::OciLayout, "out-oci"),
+    ] {
+        let out = s.dir.join(name);
+        let report = export(&s.driver, &top, &out, format).unwrap();
+        let want: Vec<Digest> = layers.iter().map(|l| Digest::of(l)).collect();
+        assert_eq!(report.diff_ids, want, "{name}: the original bytes");
+        let fresh = store();
+        let again = run(&fresh, &out).unwrap();
+        assert_eq!(again.top, top, "{name}");
+        // An existing destination is refused, and left alone.
+        assert!(export(&s.driver, &top, &out, format).is_err());
+        assert!(out.exists());
+    }
+    let no_tmp = std::fs::read_dir(&s.dir)
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .contains(".tmp-")
+        })
+        .count();
+    assert_eq!(no_tmp, 0, "no temporary files left");
+    // skopeo (the OCI tools' reference) reads both and checks every digest.
+    let skopeo = std::process::Command::new("skopeo")
+        .arg("--version")
+        .output();
+    if skopeo.is_ok_and(|o| o.status.success()) {
+        for src in [
+            format!("docker-archive:{}", s.dir.join("out.tar")),
+            format!("oci:{}:latest", s.dir.join("out-oci")),
+        ] {
+            let dst = s.dir.join(format!("copy-{}", src.len()));
+            let o = std::process::Command::new("skopeo")
+                .args(["copy", "-q", &src, &format!("oci:{dst}:x")])
+                .output()
+                .unwrap();
+            assert!(
+                o.status.success(),
+                "{src}: {}",
+                String::from_utf8_lossy(&o.stderr)
+            );
+        }
+    } else {
+        eprintln!("exported_images_import_to_the_same_layers: skopeo not installed: its reading of the exports not checked");
+    }
+}
