@@ -174,4 +174,38 @@ pub enum Command {
         #[arg(long)]
         oci: bool,
     },
+    /// Read a Docker install that used the aufs driver, in place.
+    Legacy {
+        #[command(subcommand)]
+        command: LegacyCommand,
+    },
+}
+
+/// What to read of a Docker install.
+#[derive(Debug, Subcommand)]
+pub enum LegacyCommand {
+    /// Its images: `REPO:TAG IMAGE-ID SIZE`, one line a name.
+    Images {
+        /// The install's root (`/var/lib/docker`).
+        #[arg(long)]
+        docker_root: PathBuf,
+    },
+    /// Its containers: `NAME CONTAINER-ID IMAGE RW-LAYER-ID`.
+    Containers {
+        /// The install's root (`/var/lib/docker`).
+        #[arg(long)]
+        docker_root: PathBuf,
+    },
+    /// An image (by `repo:tag` or id) as a `docker save` tarball with its
+    /// original layer bytes.
+    Export {
+        /// `repo:tag`, or an image id or a prefix of one.
+        image: String,
+        /// The install's root (`/var/lib/docker`).
+        #[arg(long)]
+        docker_root: PathBuf,
+        /// Where to write the tarball (must not exist).
+        #[arg(short = 'o', long = "output")]
+        output: PathBuf,
+    },
 }

@@ -1,6 +1,6 @@
 //! Each command: drive the driver, print plain or JSON output.
 
-use crate::cli::{Cli, Command};
+use crate::cli::{Cli, Command, LegacyCommand};
 use crate::wiring::open_driver;
 use crate::Failure;
 use aufs_driver::{CreateOpts, Driver};
@@ -12,6 +12,10 @@ use std::path::Path;
 
 /// Runs the parsed command line.
 pub fn run(cli: &Cli) -> Result<(), Failure> {
+    // A Docker install is read in place: no store of ours is opened.
+    if let Command::Legacy { command } = &cli.command {
+        return legacy(cli, command);
+    }
     let driver = open_driver(cli)?;
     match &cli.command {
         Command::Status => {
@@ -155,6 +159,7 @@ pub fn run(cli: &Cli) -> Result<(), Failure> {
             };
             aufs_image::export(&driver, id, output, format)?;
         }
+        Command::Legacy { .. } => unreachable!("handled before the store is opened"),
         Command::DiffSize { id, parent } => {
             let parent = parent.clone().or_else(|| direct_parent(&driver, id));
             let size = driver.diff_size(id, parent.as_ref())?;
@@ -262,4 +267,59 @@ impl aufs_image::Progress for ImportBar {
             });
         }
     }
+}
+
+fn utf8(p: &Path) -> Result<&camino::Utf8Path, Failure> {
+    camino::Utf8Path::from_path(p)
+        .ok_or_else(|| Failure::Error(format!("{}: not a UTF-8 path", p.display())))
+}
+
+/// `aufsctl legacy ...`: a Docker install's images and containers.
+fn legacy(cli: &Cli, command: &LegacyCommand) -> Result<(), Failure> {
+    match command {
+        LegacyCommand::Images { docker_root } => {
+            let images = aufs_image::DockerRoot::open(utf8(docker_root)?)?.images()?;
+            if cli.json {
+                let v: Vec<_> = images
+                    .iter()
+                    .map(|i| json!({"repo_tags": i.repo_tags, "id": i.id.as_str(), "size": i.size}))
+                    .collect();
+                print_json(&serde_json::Value::Array(v));
+            } else {
+                let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+                for i in &images {
+                    let short = &i.id.hex()[..12];
+                    if i.repo_tags.is_empty() {
+                        writeln!(out, "<none>:<none> {short} {}", i.size)?;
+                    }
+                    for t in &i.repo_tags {
+                        writeln!(out, "{t} {short} {}", i.size)?;
+                    }
+                }
+                out.flush()?;
+            }
+        }
+        LegacyCommand::Containers { docker_root } => {
+            let containers = aufs_image::DockerRoot::open(utf8(docker_root)?)?.containers()?;
+            if cli.json {
+                let v: Vec<_> = containers
+                    .iter()
+                    .map(|c| json!({"name": c.name, "id": c.id, "image": c.image, "rw_layer": c.rw_layer}))
+                    .collect();
+                print_json(&serde_json::Value::Array(v));
+            } else {
+                let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+                for c in &containers {
+                    writeln!(out, "{} {} {} {}", c.name, c.id, c.image, c.rw_layer)?;
+                }
+                out.flush()?;
+            }
+        }
+        LegacyCommand::Export {
+            image,
+            docker_root,
+            output,
+        } => aufs_image::DockerRoot::open(utf8(docker_root)?)?.export(image, utf8(output)?)?,
+    }
+    Ok(())
 }

@@ -146,4 +146,69 @@ fn docker_save_imports_and_docker_load_takes_the_export() {
         "{{json .RootFS.Layers}}",
     ]);
     assert_eq!(again.trim(), layers.trim());
+
+    // The daemon's own image metadata and tar-split records, read by
+    // `aufsctl legacy` as a Docker install: its overlay2 store is laid out
+    // as image/aufs and aufs/diff would be (symlinks), so the records moby
+    // wrote are what the export replays.
+    d.ok(&["tag", id, "aufs-test:again"]);
+    let data = t.join("root");
+    let fake = t.join("fake-docker");
+    std::fs::create_dir_all(fake.join("aufs/diff")).unwrap();
+    std::fs::create_dir_all(fake.join("image")).unwrap();
+    std::os::unix::fs::symlink(data.join("image/overlay2"), fake.join("image/aufs")).unwrap();
+    for layer in std::fs::read_dir(data.join("image/overlay2/layerdb/sha256")).unwrap() {
+        let cache = std::fs::read_to_string(layer.unwrap().path().join("cache-id")).unwrap();
+        std::os::unix::fs::symlink(
+            data.join("overlay2").join(cache.trim()).join("diff"),
+            fake.join("aufs/diff").join(cache.trim()),
+        )
+        .unwrap();
+    }
+    let images = c.ok(&["legacy", "images", "--docker-root", fake.to_str().unwrap()]);
+    let hex = id.trim_start_matches("sha256:");
+    assert!(
+        images.contains(&format!("aufs-test:again {}", &hex[..12])),
+        "{images}"
+    );
+    let legacy = t.join("legacy.tar");
+    c.ok(&[
+        "legacy",
+        "export",
+        "aufs-test:again",
+        "--docker-root",
+        fake.to_str().unwrap(),
+        "-o",
+        legacy.to_str().unwrap(),
+    ]);
+    // Docker's own save of the same image carries the same layer bytes.
+    let resaved = t.join("resaved.tar");
+    d.ok(&["save", "-o", resaved.to_str().unwrap(), "aufs-test:again"]);
+    assert!(!layer_tars(&legacy).is_empty());
+    assert!(
+        layer_tars(&legacy) == layer_tars(&resaved),
+        "layer bytes differ"
+    );
+}
+
+/// The layer tars of a `docker save` tarball, in manifest order.
+fn layer_tars(tarball: &Path) -> Vec<Vec<u8>> {
+    let unpacked = tarball.with_extension("d");
+    std::fs::create_dir_all(&unpacked).unwrap();
+    assert!(Command::new("tar")
+        .arg("-C")
+        .arg(&unpacked)
+        .arg("-xf")
+        .arg(tarball)
+        .status()
+        .unwrap()
+        .success());
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(unpacked.join("manifest.json")).unwrap()).unwrap();
+    manifest[0]["Layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| std::fs::read(unpacked.join(l.as_str().unwrap())).unwrap())
+        .collect()
 }

@@ -101,7 +101,7 @@ pub fn export(
         match format {
             ExportFormat::OciLayout => write_oci(&work, &diff_ids, &config, &config_digest)?,
             ExportFormat::DockerSave => {
-                write_docker_save(&work, out, &diff_ids, &config, &config_digest)?
+                write_docker_save(&work, out, &diff_ids, &config, &config_digest, &[])?
             }
         }
         Ok(ExportReport {
@@ -175,13 +175,14 @@ fn write_oci(
 }
 
 /// The `docker save` tarball at `out` (through a temp name), from the
-/// layer blobs in `dir`.
-fn write_docker_save(
+/// layer blobs in `dir` (`blobs/sha256/<diff id hex>`).
+pub(crate) fn write_docker_save(
     dir: &Utf8Path,
     out: &Utf8Path,
     diff_ids: &[Digest],
     config: &[u8],
     config_digest: &Digest,
+    repo_tags: &[String],
 ) -> Result<()> {
     let tmp = Utf8PathBuf::from(format!("{out}.partial-{}", std::process::id()));
     let written = (|| -> io::Result<()> {
@@ -205,8 +206,9 @@ fn write_docker_save(
         }
         let config_name = format!("{}.json", config_digest.hex());
         tar.append_data(&mut entry(config.len() as u64), &config_name, config)?;
+        let tags = (!repo_tags.is_empty()).then_some(repo_tags);
         let manifest =
-            json!([{"Config": config_name, "RepoTags": null, "Layers": layers}]).to_string();
+            json!([{"Config": config_name, "RepoTags": tags, "Layers": layers}]).to_string();
         tar.append_data(
             &mut entry(manifest.len() as u64),
             "manifest.json",
@@ -250,20 +252,20 @@ fn io_err<'a>(path: &'a Utf8Path, op: &'static str) -> impl FnOnce(io::Error) ->
 }
 
 /// A writer that hashes what goes through it.
-struct HashingWriter<W: Write> {
+pub(crate) struct HashingWriter<W: Write> {
     inner: W,
     sha: Sha256,
 }
 
 impl<W: Write> HashingWriter<W> {
-    fn new(inner: W) -> Self {
+    pub(crate) fn new(inner: W) -> Self {
         Self {
             inner,
             sha: Sha256::new(),
         }
     }
 
-    fn finish(mut self) -> io::Result<Digest> {
+    pub(crate) fn finish(mut self) -> io::Result<Digest> {
         self.inner.flush()?;
         Ok(Digest::from_sha(self.sha.finalize().into()))
     }

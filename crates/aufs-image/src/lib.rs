@@ -17,9 +17,12 @@ mod chain;
 mod error;
 mod export;
 mod import;
+mod legacy;
 mod source;
+mod tar_split_json;
 
 pub use chain::{chain_ids, Digest};
 pub use error::{ImageError, Result};
 pub use export::{export, ExportFormat, ExportReport};
 pub use import::{import, ImportReport, Progress};
+pub use legacy::{DockerRoot, LegacyContainer, LegacyImage};

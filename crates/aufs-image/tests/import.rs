@@ -447,3 +447,163 @@ fn exported_images_import_to_the_same_layers() {
         eprintln!("exported_images_import_to_the_same_layers: skopeo not installed: its reading of the exports not checked");
     }
 }
+
+/// Upstream tar-split metadata (gzip'd JSON lines) of a tarball, as moby's
+/// layer store writes it beside each layer.
+fn upstream_tar_split(tarball: &[u8]) -> Vec<u8> {
+    use base64::engine::general_purpose::STANDARD;
+    use base64::Engine as _;
+    let mut lines = Vec::new();
+    let mut pos = 0u64;
+    let mut at = 0usize;
+    let mut ar = tar::Archive::new(tarball);
+    for e in ar.entries().unwrap() {
+        let e = e.unwrap();
+        let start = e.raw_file_position() as usize;
+        let size = e.size();
+        lines.push(
+            json!({"type": 2, "payload": STANDARD.encode(&tarball[at..start]), "position": pos}),
+        );
+        pos += 1;
+        let content = &tarball[start..start + size as usize];
+        let payload = (size > 0).then(|| {
+            let mut crc = crc_fast::Digest::new(crc_fast::CrcAlgorithm::Crc64GoIso);
+            crc.update(content);
+            STANDARD.encode(crc.finalize().to_be_bytes())
+        });
+        let name = String::from_utf8(e.path_bytes().into_owned()).unwrap();
+        lines.push(
+            json!({"type": 1, "name": name, "size": size, "payload": payload, "position": pos}),
+        );
+        pos += 1;
+        at = start + size as usize;
+    }
+    lines.push(json!({"type": 2, "payload": STANDARD.encode(&tarball[at..]), "position": pos}));
+    let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
+    gzip(text.as_bytes())
+}
+
+/// A Docker install with the aufs driver: layers under `aufs/` (cache ids
+/// `cache0`, `cache1`), image metadata under `image/aufs/`, one container.
+fn docker_install(dir: &Utf8Path, layers: &[Vec<u8>]) -> Digest {
+    std::fs::create_dir_all(dir).unwrap();
+    let driver = Driver::init(
+        DriverConfig::new(dir.join("aufs")),
+        Ports {
+            fs: Arc::new(aufs_linux::LinuxFilesystem::new()),
+            host: Arc::new(aufs_linux::LinuxHost::new()),
+            backend: Arc::new(FakeUnionBackend::new(BackendKind::Fuse)),
+            locks: Arc::new(InProcessLocks::new()),
+        },
+    )
+    .unwrap();
+    let meta = dir.join("image/aufs");
+    let config = config(layers);
+    let id = Digest::of(&config);
+    write_dir(
+        &meta,
+        &[(format!("imagedb/content/sha256/{}", id.hex()), config)],
+    );
+    let diff_ids: Vec<Digest> = layers.iter().map(|l| Digest::of(l)).collect();
+    let chain = chain_ids(&diff_ids);
+    let mut parent: Option<LayerId> = None;
+    for (i, l) in layers.iter().enumerate() {
+        let cache = LayerId::new(format!("cache{i}")).unwrap();
+        driver
+            .create(&cache, parent.as_ref(), &Default::default())
+            .unwrap();
+        driver.apply_diff(&cache, parent.as_ref(), &l[..]).unwrap();
+        let mut files = vec![
+            ("cache-id".to_string(), cache.as_str().as_bytes().to_vec()),
+            ("diff".into(), diff_ids[i].as_str().as_bytes().to_vec()),
+            ("size".into(), format!("{}", 100 + i).into_bytes()),
+            ("tar-split.json.gz".into(), upstream_tar_split(l)),
+        ];
+        if i > 0 {
+            files.push(("parent".into(), chain[i - 1].as_str().as_bytes().to_vec()));
+        }
+        let files: Vec<_> = files
+            .into_iter()
+            .map(|(n, b)| (format!("layerdb/sha256/{}/{n}", chain[i].hex()), b))
+            .collect();
+        write_dir(&meta, &files);
+        parent = Some(cache);
+    }
+    let repos = json!({"Repositories": {"app": {
+        "app:latest": id.as_str(),
+        "app@sha256:0000000000000000000000000000000000000000000000000000000000000000": id.as_str(),
+    }}});
+    write_dir(
+        &meta,
+        &[
+            ("repositories.json".into(), repos.to_string().into_bytes()),
+            ("layerdb/mounts/c0ffee/mount-id".into(), b"rw123".to_vec()),
+        ],
+    );
+    let container =
+        json!({"ID": "c0ffee", "Name": "/web", "Image": id.as_str(), "Config": {"Image": "app"}});
+    write_dir(
+        dir,
+        &[(
+            "containers/c0ffee/config.v2.json".into(),
+            container.to_string().into_bytes(),
+        )],
+    );
+    id
+}
+
+#[test]
+fn a_docker_install_is_read_in_place_and_exported_with_its_original_bytes() {
+    use aufs_image::{DockerRoot, LegacyContainer};
+    let s = store();
+    let layers = layers();
+    let docker = s.dir.join("docker");
+    let id = docker_install(&docker, &layers);
+    let root = DockerRoot::open(&docker).unwrap();
+
+    let images = root.images().unwrap();
+    assert_eq!(images.len(), 1);
+    assert_eq!(images[0].id, id);
+    assert_eq!(images[0].repo_tags, vec!["app:latest".to_string()]);
+    assert_eq!(images[0].size, 100 + 101);
+    assert_eq!(
+        root.containers().unwrap(),
+        vec![LegacyContainer {
+            name: "web".into(),
+            id: "c0ffee".into(),
+            image: "app".into(),
+            rw_layer: "rw123".into(),
+        }]
+    );
+    assert_eq!(root.resolve(&id.hex()[..8]).unwrap().id, id);
+    assert_eq!(root.resolve("app").unwrap().id, id);
+    assert!(root.resolve("nope:1").is_err());
+
+    // The export carries the original layer bytes, the tags, and imports.
+    let out = s.dir.join("legacy.tar");
+    root.export("app:latest", &out).unwrap();
+    let mut ar = tar::Archive::new(std::fs::File::open(&out).unwrap());
+    let mut entries = std::collections::HashMap::new();
+    for e in ar.entries().unwrap() {
+        let mut e = e.unwrap();
+        let mut body = Vec::new();
+        std::io::Read::read_to_end(&mut e, &mut body).unwrap();
+        entries.insert(e.path().unwrap().to_string_lossy().into_owned(), body);
+    }
+    let manifest: serde_json::Value = serde_json::from_slice(&entries["manifest.json"]).unwrap();
+    assert_eq!(manifest[0]["RepoTags"], json!(["app:latest"]));
+    for (i, l) in layers.iter().enumerate() {
+        let name = manifest[0]["Layers"][i].as_str().unwrap();
+        assert!(entries[name] == *l, "layer {i} byte for byte");
+    }
+    let report = run(&s, &out).unwrap();
+    assert_eq!(report.top, expected_ids(&layers)[1]);
+
+    // A layer changed in the install no longer matches its record.
+    std::fs::write(docker.join("aufs/diff/cache1/app/run"), "no\n").unwrap();
+    let err = root.export("app", &s.dir.join("changed.tar")).unwrap_err();
+    assert!(err.to_string().contains("app/run"), "{err}");
+    assert!(!s.dir.join("changed.tar").exists());
+    // Not a Docker install.
+    assert!(DockerRoot::open(&s.dir.join("aufs")).is_err());
+}
