@@ -43,7 +43,11 @@ impl Source {
         let mut archive = tar::Archive::new(file);
         let mut files = HashMap::new();
         let mut links = HashMap::new();
-        for entry in archive.entries().map_err(io_err("reading image tarball"))? {
+        // With seeks, layer data is skipped, not read, while indexing.
+        for entry in archive
+            .entries_with_seek()
+            .map_err(io_err("reading image tarball"))?
+        {
             let entry = entry.map_err(io_err("reading image tarball"))?;
             let Some(name) = normalize(&String::from_utf8_lossy(&entry.path_bytes())) else {
                 continue;
