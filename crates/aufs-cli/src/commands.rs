@@ -133,8 +133,7 @@ pub fn run(cli: &Cli) -> Result<(), Failure> {
             }
         }
         Command::Import { image } => {
-            let image = camino::Utf8Path::from_path(image)
-                .ok_or_else(|| Failure::Error(format!("{}: not a UTF-8 path", image.display())))?;
+            let image = utf8(image)?;
             let mut bar = ImportBar::for_stderr();
             let report = aufs_image::import(&driver, image, &mut bar)?;
             bar.finish();
@@ -150,8 +149,7 @@ pub fn run(cli: &Cli) -> Result<(), Failure> {
             }
         }
         Command::Export { id, output, oci } => {
-            let output = camino::Utf8Path::from_path(output)
-                .ok_or_else(|| Failure::Error(format!("{}: not a UTF-8 path", output.display())))?;
+            let output = utf8(output)?;
             let format = if *oci {
                 aufs_image::ExportFormat::OciLayout
             } else {
@@ -269,6 +267,7 @@ impl aufs_image::Progress for ImportBar {
     }
 }
 
+/// A path argument the image code takes, which must be UTF-8.
 fn utf8(p: &Path) -> Result<&camino::Utf8Path, Failure> {
     camino::Utf8Path::from_path(p)
         .ok_or_else(|| Failure::Error(format!("{}: not a UTF-8 path", p.display())))
