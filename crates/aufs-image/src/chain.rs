@@ -47,6 +47,23 @@ fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
+/// `rootfs.diff_ids` of an image config (Docker's and OCI's are alike),
+/// or why they cannot be read.
+pub(crate) fn config_diff_ids(config: &[u8]) -> Result<Vec<Digest>, String> {
+    let v: serde_json::Value =
+        serde_json::from_slice(config).map_err(|e| format!("not JSON: {e}"))?;
+    v.pointer("/rootfs/diff_ids")
+        .and_then(|d| d.as_array())
+        .ok_or("no rootfs.diff_ids")?
+        .iter()
+        .map(|d| {
+            d.as_str()
+                .and_then(Digest::parse)
+                .ok_or_else(|| format!("diff id {d} is not sha256:<64 hex>"))
+        })
+        .collect()
+}
+
 /// Chain ids of a stack of layers given bottom first by their DiffIDs: the
 /// first is its DiffID, each next `sha256(parent_chain + " " + diff_id)`.
 pub fn chain_ids(diff_ids: &[Digest]) -> Vec<Digest> {

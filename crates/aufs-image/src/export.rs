@@ -44,13 +44,6 @@ pub fn export(
     out: &Utf8Path,
     format: ExportFormat,
 ) -> Result<ExportReport> {
-    if out.symlink_metadata().is_ok() {
-        return Err(ImageError::Io {
-            path: out.to_owned(),
-            op: "exporting",
-            source: io::Error::from(io::ErrorKind::AlreadyExists),
-        });
-    }
     let chain = driver
         .parent_chain(id)
         .map_err(|source| ImageError::Driver {
@@ -64,27 +57,19 @@ pub fn export(
         .cloned()
         .chain([id.clone()])
         .collect();
-    let work = Utf8PathBuf::from(format!("{out}.tmp-{}", std::process::id()));
-    let result = (|| {
-        fs::create_dir_all(work.join("blobs/sha256")).map_err(io_err(&work, "creating"))?;
-        // Each layer's tar, hashed as it is written.
+    in_work_dir(out, |work| {
         let mut diff_ids = Vec::new();
         let mut parent: Option<&LayerId> = None;
         for layer in &stack {
-            let tmp = work.join("blobs/sha256/layer.partial");
-            let mut w = HashingWriter::new(BufWriter::new(
-                File::create(&tmp).map_err(io_err(&tmp, "creating"))?,
-            ));
-            driver
-                .diff(layer, parent, &mut w)
-                .map_err(|source| ImageError::Driver {
-                    id: layer.to_string(),
-                    source,
-                })?;
-            let digest = w.finish().map_err(io_err(&tmp, "writing"))?;
-            let blob = work.join("blobs/sha256").join(digest.hex());
-            fs::rename(&tmp, &blob).map_err(io_err(&blob, "writing"))?;
-            diff_ids.push(digest);
+            diff_ids.push(stage_blob(work, |w| {
+                driver
+                    .diff(layer, parent, w)
+                    .map(|_| ())
+                    .map_err(|source| ImageError::Driver {
+                        id: layer.to_string(),
+                        source,
+                    })
+            })?);
             parent = Some(layer);
         }
         let config = serde_json::to_vec(&json!({
@@ -99,24 +84,58 @@ pub fn export(
         .expect("a JSON value serialises");
         let config_digest = Digest::of(&config);
         match format {
-            ExportFormat::OciLayout => write_oci(&work, &diff_ids, &config, &config_digest)?,
+            ExportFormat::OciLayout => {
+                write_oci(work, &diff_ids, &config, &config_digest)?;
+                fs::rename(work, out).map_err(io_err(out, "moving the layout into place"))?;
+            }
             ExportFormat::DockerSave => {
-                write_docker_save(&work, out, &diff_ids, &config, &config_digest, &[])?
+                write_docker_save(work, out, &diff_ids, &config, &config_digest, &[])?
             }
         }
         Ok(ExportReport {
             diff_ids,
             config: config_digest,
         })
-    })();
-    let finished = result.and_then(|report| {
-        if format == ExportFormat::OciLayout {
-            fs::rename(&work, out).map_err(io_err(out, "moving the layout into place"))?;
-        }
-        Ok(report)
-    });
+    })
+}
+
+/// Runs `build` on a fresh work dir beside `out` (`<out>.tmp-<pid>`, with
+/// `blobs/sha256` in it), then removes the work dir whatever happened
+/// (`build` may have moved it into place as `out`). `out` must not exist.
+pub(crate) fn in_work_dir<T>(
+    out: &Utf8Path,
+    build: impl FnOnce(&Utf8Path) -> Result<T>,
+) -> Result<T> {
+    if out.symlink_metadata().is_ok() {
+        return Err(ImageError::Io {
+            path: out.to_owned(),
+            op: "exporting",
+            source: io::Error::from(io::ErrorKind::AlreadyExists),
+        });
+    }
+    let work = Utf8PathBuf::from(format!("{out}.tmp-{}", std::process::id()));
+    let result = fs::create_dir_all(work.join("blobs/sha256"))
+        .map_err(io_err(&work, "creating"))
+        .and_then(|()| build(&work));
     let _ = fs::remove_dir_all(&work);
-    finished
+    result
+}
+
+/// Writes one blob into `work`'s `blobs/sha256`, hashed on the way, and
+/// names it by its digest, which it returns.
+pub(crate) fn stage_blob(
+    work: &Utf8Path,
+    write: impl FnOnce(&mut dyn Write) -> Result<()>,
+) -> Result<Digest> {
+    let partial = work.join("blobs/sha256/blob.partial");
+    let mut w = HashingWriter::new(BufWriter::new(
+        File::create(&partial).map_err(io_err(&partial, "creating"))?,
+    ));
+    write(&mut w)?;
+    let digest = w.finish().map_err(io_err(&partial, "writing"))?;
+    let blob = work.join("blobs/sha256").join(digest.hex());
+    fs::rename(&partial, &blob).map_err(io_err(&blob, "writing"))?;
+    Ok(digest)
 }
 
 /// The OCI layout in `dir`: config and manifest blobs, `index.json`.
@@ -252,20 +271,20 @@ fn io_err<'a>(path: &'a Utf8Path, op: &'static str) -> impl FnOnce(io::Error) ->
 }
 
 /// A writer that hashes what goes through it.
-pub(crate) struct HashingWriter<W: Write> {
+struct HashingWriter<W: Write> {
     inner: W,
     sha: Sha256,
 }
 
 impl<W: Write> HashingWriter<W> {
-    pub(crate) fn new(inner: W) -> Self {
+    fn new(inner: W) -> Self {
         Self {
             inner,
             sha: Sha256::new(),
         }
     }
 
-    pub(crate) fn finish(mut self) -> io::Result<Digest> {
+    fn finish(mut self) -> io::Result<Digest> {
         self.inner.flush()?;
         Ok(Digest::from_sha(self.sha.finalize().into()))
     }

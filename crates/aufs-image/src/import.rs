@@ -265,19 +265,7 @@ fn verified_blob(src: &Source, name: &str, digest: &str) -> Result<Vec<u8>> {
 
 /// `rootfs.diff_ids` of an image config (Docker's and OCI's are alike).
 fn config_diff_ids(src: &Source, name: &str, config: &[u8]) -> Result<Vec<Digest>> {
-    let v: serde_json::Value = serde_json::from_slice(config)
-        .map_err(|e| malformed(src, name, &format!("not JSON: {e}")))?;
-    let ids = v
-        .pointer("/rootfs/diff_ids")
-        .and_then(|d| d.as_array())
-        .ok_or_else(|| malformed(src, name, "no rootfs.diff_ids"))?;
-    ids.iter()
-        .map(|d| {
-            d.as_str()
-                .and_then(Digest::parse)
-                .ok_or_else(|| malformed(src, name, &format!("diff id {d} is not sha256:<64 hex>")))
-        })
-        .collect()
+    crate::chain::config_diff_ids(config).map_err(|why| malformed(src, name, &why))
 }
 
 fn json<T: serde::de::DeserializeOwned>(src: &Source, name: &str) -> Result<T> {

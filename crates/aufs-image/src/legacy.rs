@@ -11,7 +11,7 @@ use camino::{Utf8Path, Utf8PathBuf};
 
 use crate::chain::{chain_ids, Digest};
 use crate::error::{ImageError, Result};
-use crate::export::{write_docker_save, HashingWriter};
+use crate::export::{in_work_dir, stage_blob, write_docker_save};
 
 /// The root of a Docker install (`/var/lib/docker`).
 #[derive(Debug, Clone)]
@@ -123,19 +123,12 @@ impl DockerRoot {
     }
 
     fn diff_ids(&self, id: &Digest, config: &[u8]) -> Result<Vec<Digest>> {
-        let path = self.meta().join("imagedb/content/sha256").join(id.hex());
-        let v: serde_json::Value =
-            serde_json::from_slice(config).map_err(|e| self.malformed(&path, &e.to_string()))?;
-        v.pointer("/rootfs/diff_ids")
-            .and_then(|d| d.as_array())
-            .ok_or_else(|| self.malformed(&path, "no rootfs.diff_ids"))?
-            .iter()
-            .map(|d| {
-                d.as_str()
-                    .and_then(Digest::parse)
-                    .ok_or_else(|| self.malformed(&path, &format!("bad diff id {d}")))
-            })
-            .collect()
+        crate::chain::config_diff_ids(config).map_err(|why| {
+            self.malformed(
+                &self.meta().join("imagedb/content/sha256").join(id.hex()),
+                &why,
+            )
+        })
     }
 
     fn layer_dir(&self, chain: &Digest) -> Utf8PathBuf {
@@ -273,24 +266,10 @@ impl DockerRoot {
     /// rebuilt byte for byte from the layer store's tar-split metadata and
     /// checked against its DiffID.
     pub fn export(&self, reference: &str, out: &Utf8Path) -> Result<()> {
-        if out.symlink_metadata().is_ok() {
-            return Err(ImageError::Io {
-                path: out.to_owned(),
-                op: "exporting",
-                source: std::io::Error::from(std::io::ErrorKind::AlreadyExists),
-            });
-        }
         let image = self.resolve(reference)?;
         let config = self.config(&image.id)?;
         let diff_ids = self.diff_ids(&image.id, &config)?;
-        let work = Utf8PathBuf::from(format!("{out}.tmp-{}", std::process::id()));
-        let result = (|| {
-            let blobs = work.join("blobs/sha256");
-            fs::create_dir_all(&blobs).map_err(|source| ImageError::Io {
-                path: blobs.clone(),
-                op: "creating",
-                source,
-            })?;
+        in_work_dir(out, |work| {
             for (i, (diff_id, chain)) in diff_ids.iter().zip(chain_ids(&diff_ids)).enumerate() {
                 let layer = self.layer_dir(&chain);
                 let cache_id = self.read_text(&layer.join("cache-id"))?;
@@ -304,25 +283,14 @@ impl DockerRoot {
                     op: "opening the layer's tar-split metadata",
                     source,
                 })?;
-                let partial = blobs.join("partial");
-                let mut w = HashingWriter::new(std::io::BufWriter::new(
-                    File::create(&partial).map_err(|source| ImageError::Io {
-                        path: partial.clone(),
-                        op: "creating",
-                        source,
-                    })?,
-                ));
-                crate::tar_split_json::assemble(meta, &diff_dir, &mut w).map_err(|source| {
-                    ImageError::Io {
-                        path: diff_dir.clone(),
-                        op: "rebuilding the layer's original tar",
-                        source,
-                    }
-                })?;
-                let got = w.finish().map_err(|source| ImageError::Io {
-                    path: partial.clone(),
-                    op: "writing",
-                    source,
+                let got = stage_blob(work, |w| {
+                    crate::tar_split_json::assemble(meta, &diff_dir, w)
+                        .map(|_| ())
+                        .map_err(|source| ImageError::Io {
+                            path: diff_dir.clone(),
+                            op: "rebuilding the layer's original tar",
+                            source,
+                        })
                 })?;
                 if &got != diff_id {
                     return Err(ImageError::DigestMismatch {
@@ -332,16 +300,8 @@ impl DockerRoot {
                         actual: got.to_string(),
                     });
                 }
-                let blob = blobs.join(diff_id.hex());
-                fs::rename(&partial, &blob).map_err(|source| ImageError::Io {
-                    path: blob,
-                    op: "writing",
-                    source,
-                })?;
             }
-            write_docker_save(&work, out, &diff_ids, &config, &image.id, &image.repo_tags)
-        })();
-        let _ = fs::remove_dir_all(&work);
-        result
+            write_docker_save(work, out, &diff_ids, &config, &image.id, &image.repo_tags)
+        })
     }
 }

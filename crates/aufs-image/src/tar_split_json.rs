@@ -41,7 +41,7 @@ const SEGMENT: u8 = 2;
 pub(crate) fn assemble(
     meta: impl Read,
     diff_dir: &Utf8Path,
-    out: &mut impl Write,
+    out: &mut dyn Write,
 ) -> io::Result<u64> {
     let root = rustix::fs::open(
         diff_dir.as_std_path(),
@@ -108,7 +108,7 @@ fn copy_file(
     name: &[u8],
     size: u64,
     crc: &[u8],
-    out: &mut impl Write,
+    out: &mut dyn Write,
 ) -> io::Result<u64> {
     let fd = rustix::fs::openat2(
         root,

@@ -20,11 +20,10 @@ struct Store {
     driver: Driver,
 }
 
-fn store() -> Store {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = Utf8PathBuf::from_path_buf(tmp.path().to_path_buf()).unwrap();
-    let driver = Driver::init(
-        DriverConfig::new(dir.join("aufs")),
+/// A driver over the real filesystem at `root` (mounts faked: none needed).
+fn driver_at(root: &Utf8Path) -> Driver {
+    Driver::init(
+        DriverConfig::new(root.to_owned()),
         Ports {
             fs: Arc::new(aufs_linux::LinuxFilesystem::new()),
             host: Arc::new(aufs_linux::LinuxHost::new()),
@@ -32,7 +31,13 @@ fn store() -> Store {
             locks: Arc::new(InProcessLocks::new()),
         },
     )
-    .unwrap();
+    .unwrap()
+}
+
+fn store() -> Store {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = Utf8PathBuf::from_path_buf(tmp.path().to_path_buf()).unwrap();
+    let driver = driver_at(&dir.join("aufs"));
     Store {
         _tmp: tmp,
         dir,
@@ -487,16 +492,7 @@ fn upstream_tar_split(tarball: &[u8]) -> Vec<u8> {
 /// `cache0`, `cache1`), image metadata under `image/aufs/`, one container.
 fn docker_install(dir: &Utf8Path, layers: &[Vec<u8>]) -> Digest {
     std::fs::create_dir_all(dir).unwrap();
-    let driver = Driver::init(
-        DriverConfig::new(dir.join("aufs")),
-        Ports {
-            fs: Arc::new(aufs_linux::LinuxFilesystem::new()),
-            host: Arc::new(aufs_linux::LinuxHost::new()),
-            backend: Arc::new(FakeUnionBackend::new(BackendKind::Fuse)),
-            locks: Arc::new(InProcessLocks::new()),
-        },
-    )
-    .unwrap();
+    let driver = driver_at(&dir.join("aufs"));
     let meta = dir.join("image/aufs");
     let config = config(layers);
     let id = Digest::of(&config);
