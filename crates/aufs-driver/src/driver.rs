@@ -580,7 +580,7 @@ impl Driver {
     /// again; returns true when that happened.
     fn recovered_stale_mount(&self, id: &LayerId, m: &Utf8Path) -> Result<bool> {
         match self.ports.fs.kind(m) {
-            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOTCONN | libc::ECONNABORTED)) => {
+            Err(e) if aufs_ports::is_server_gone(&e) => {
                 tracing::warn!(storage_driver = "aufs", %id, target = %m, "union server is gone (ENOTCONN); remounting");
                 self.ports
                     .backend

@@ -80,13 +80,9 @@ fn mount_point_of(target: &Utf8Path) -> PathBuf {
     }
 }
 
-/// A FUSE mount whose server died answers `ENOTCONN` (`ECONNABORTED` for a
-/// request made while it was dying).
+/// A FUSE mount whose server died (see [`aufs_ports::is_server_gone`]).
 fn is_stale(path: &Path) -> bool {
-    matches!(
-        std::fs::symlink_metadata(path).map_err(|e| e.raw_os_error()),
-        Err(Some(libc::ENOTCONN | libc::ECONNABORTED))
-    )
+    std::fs::symlink_metadata(path).is_err_and(|e| aufs_ports::is_server_gone(&e))
 }
 
 fn umount(path: &Path) -> io::Result<()> {

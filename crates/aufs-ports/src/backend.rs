@@ -41,6 +41,13 @@ pub struct UnionSpec {
     pub mount_label: String,
 }
 
+/// Whether `e`, from an access to a union's mount point, says the union's
+/// userspace server is gone: `ENOTCONN`, or `ECONNABORTED` for a request
+/// made while it was dying. The mount stays in the table until unmounted.
+pub fn is_server_gone(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::ENOTCONN | libc::ECONNABORTED))
+}
+
 /// Mounts and unmounts unions. The driver holds the layer's lock around
 /// every call for one target.
 #[cfg_attr(feature = "mock", mockall::automock)]

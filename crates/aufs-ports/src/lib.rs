@@ -15,7 +15,7 @@ mod host;
 mod locks;
 mod mounter;
 
-pub use backend::{BackendKind, UnionBackend, UnionSpec};
+pub use backend::{is_server_gone, BackendKind, UnionBackend, UnionSpec};
 pub use clock::{Clock, SystemClock};
 pub use fs::{DirEntry, FileKind, Filesystem};
 pub use host::{
