@@ -13,7 +13,7 @@
 //! runs are compared with durable peers, the others with the peers as is.
 
 use crate::measure::{compare, sh, Contender, Outcome};
-use crate::rootfs::{q, rootfs};
+use crate::rootfs::{drop_ext4, fresh_ext4, q, rootfs};
 use aufs_archive::{apply_layer_file, export_diff, ApplyOptions};
 use camino::{Utf8Path, Utf8PathBuf};
 use std::path::{Path, PathBuf};
@@ -43,26 +43,16 @@ struct WorkFs {
     what: String,
 }
 
-/// mkfs options: inode tables and journal written at mkfs time, so no
-/// `ext4lazyinit` thread zeroes them in the background of a timed run.
-const MKFS: &str = "mkfs.ext4 -q -F -E lazy_itable_init=0,lazy_journal_init=0";
-
 impl WorkFs {
     fn open(bench: &Path) -> Result<Self, String> {
         let dir = bench.join("archive-fs");
-        let img = bench.join("archive-fs.img");
         let _ = sh(&format!("umount {} 2>/dev/null", q(&dir)));
         sh(&format!("rm -rf {0} && mkdir -p {0}", q(&dir)))?;
-        let mounted = sh(&format!(
-            "rm -f {i} && truncate -s 3G {i} && {MKFS} {i} && mount -o loop {i} {d}",
-            i = q(&img),
-            d = q(&dir)
-        ));
-        Ok(match mounted {
+        Ok(match fresh_ext4(&dir) {
             Ok(()) => WorkFs {
                 dir,
                 mounted: true,
-                what: "a fresh ext4 image (journaled, mkfs defaults), loop-mounted".into(),
+                what: "a fresh ext4 image per run (journaled), loop-mounted".into(),
             },
             Err(e) => {
                 eprintln!("bench archive: no loop-mounted ext4 ({e}); writing into the bench dir");
@@ -85,13 +75,8 @@ impl WorkFs {
         if !self.mounted {
             return fresh(out);
         }
-        let img = self.dir.with_extension("img");
-        sh(&format!(
-            "umount {d} && {MKFS} {i} && mount -o loop {i} {d} && mkdir -p {o} && sync",
-            d = q(&self.dir),
-            i = q(&img),
-            o = q(out)
-        ))
+        fresh_ext4(&self.dir)?;
+        sh(&format!("mkdir -p {} && sync", q(out)))
     }
 }
 
@@ -99,8 +84,7 @@ impl Drop for WorkFs {
     fn drop(&mut self) {
         if self.mounted {
             // The image is made afresh by every run: do not keep its GiBs.
-            let img = self.dir.with_extension("img");
-            let _ = sh(&format!("umount {} && rm -f {}", q(&self.dir), q(&img)));
+            drop_ext4(&self.dir);
         }
     }
 }

@@ -5,7 +5,7 @@
 //! the servers' own caches.
 
 use crate::measure::{compare, sh, Contender, Outcome};
-use crate::rootfs::{q, rootfs};
+use crate::rootfs::{drop_ext4, fresh_ext4, q, rootfs};
 use std::path::{Path, PathBuf};
 
 /// Layer counts compared.
@@ -138,7 +138,7 @@ impl Fs {
     fn remount(self, root: &Path, ctl: &Path, depth: usize) -> Result<PathBuf, String> {
         let r = q(root);
         self.unmount(root, ctl);
-        fresh_fs(&self.upper(root))?;
+        fresh_ext4(&self.upper(root))?;
         match self {
             Fs::Ours => {
                 sh(&format!("{} --root {r} mount top >/dev/null", q(ctl)))?;
@@ -175,29 +175,8 @@ impl Fs {
     /// Unmounts the union and its rw branch's filesystem.
     fn tear_down(self, root: &Path, ctl: &Path) {
         self.unmount(root, ctl);
-        let up = self.upper(root);
-        let _ = sh(&format!(
-            "umount {u} 2>/dev/null; rm -f {i}",
-            u = q(&up),
-            i = q(&up.with_extension("img"))
-        ));
+        drop_ext4(&self.upper(root));
     }
-}
-
-/// A fresh ext4 (inode tables and journal written at mkfs time) mounted on
-/// `dir`, empty: every run writes where nothing was deleted before. Runs
-/// that created thousands of files where the previous run had deleted them
-/// paid for ext4 scanning recently deleted inodes (`recently_deleted`):
-/// 80 µs per create became 485 µs, for one contender but not another.
-fn fresh_fs(dir: &Path) -> Result<(), String> {
-    let img = dir.with_extension("img");
-    sh(&format!(
-        "umount {d} 2>/dev/null; mkdir -p {d} && rm -f {i} && truncate -s 3G {i} \
-         && mkfs.ext4 -q -F -E lazy_itable_init=0,lazy_journal_init=0 {i} \
-         && mount -o loop {i} {d} && rmdir {d}/lost+found && sync",
-        d = q(dir),
-        i = q(&img)
-    ))
 }
 
 /// The timed workloads over a mounted tree.
