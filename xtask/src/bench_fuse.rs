@@ -179,9 +179,24 @@ impl Fs {
     }
 }
 
+/// Requests in the round-trip workload.
+const ROUND_TRIPS: u32 = 20_000;
+
 /// The timed workloads over a mounted tree.
 fn workloads(tar: &Path) -> Vec<(&'static str, String)> {
+    let probe = std::env::current_exe().unwrap_or_else(|_| "xtask".into());
     vec![
+        // The price of one request: a `security.capability` probe, the
+        // request the kernel makes before each write and chown, asked for
+        // 20,000 times on one file of the rw layer.
+        (
+            "round trip: 20,000 getxattr",
+            format!(
+                "printf x > rt && {} {} rt {ROUND_TRIPS}",
+                q(&probe),
+                crate::probe::COMMAND
+            ),
+        ),
         (
             "stat all: find -printf %s",
             "find . -printf '%s\\n' >/dev/null".into(),

@@ -9,6 +9,7 @@
 
 mod bench;
 mod measure;
+mod probe;
 mod rootfs;
 
 use std::process::ExitCode;
@@ -20,6 +21,14 @@ fn main() -> ExitCode {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("xtask bench: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        // Used by the `fuse` group's round-trip workload, inside a mount.
+        Some(probe::COMMAND) => match probe::run(&args[1..]) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("xtask {}: {e}", probe::COMMAND);
                 ExitCode::FAILURE
             }
         },
