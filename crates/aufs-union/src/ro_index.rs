@@ -13,6 +13,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::DirEntryExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
 
 /// A visible name of the read-only part of a directory.
 #[derive(Debug, Clone)]
@@ -80,34 +81,115 @@ impl RoIndex {
     }
 }
 
-fn build(branches: &[Branch], xino: &Xino, path: &Path, chain: &[usize]) -> Result<RoDir> {
-    let mut slots: HashMap<OsString, Slot> = HashMap::new();
-    for &b in chain {
-        let branch = &branches[b];
-        let real = branch.real(path);
-        let rd = std::fs::read_dir(&real).map_err(|e| UnionError::io("readdir", &real, e))?;
-        let mut plain = Vec::new();
-        let mut whiteouts = Vec::new();
-        let mut opaque = false;
-        for de in rd {
-            let de = de.map_err(|e| UnionError::io("readdir", &real, e))?;
-            let name = de.file_name();
-            match classify_bytes(name.as_bytes()) {
-                NameKind::Plain => {
-                    let ft = de
-                        .file_type()
-                        .map_err(|e| UnionError::io("lstat", real.join(&name), e))?;
-                    plain.push((name, EntryKind::from_file_type(ft), de.ino()));
+/// One branch's part of a directory, as listed.
+#[derive(Debug, Default, PartialEq)]
+struct Part {
+    plain: Vec<(OsString, EntryKind, u64)>,
+    whiteouts: Vec<OsString>,
+    opaque: bool,
+}
+
+fn list_part(branch: &Branch, path: &Path) -> Result<Part> {
+    let real = branch.real(path);
+    let rd = std::fs::read_dir(&real).map_err(|e| UnionError::io("readdir", &real, e))?;
+    let mut part = Part::default();
+    for de in rd {
+        let de = de.map_err(|e| UnionError::io("readdir", &real, e))?;
+        let name = de.file_name();
+        match classify_bytes(name.as_bytes()) {
+            NameKind::Plain => {
+                let ft = de
+                    .file_type()
+                    .map_err(|e| UnionError::io("lstat", real.join(&name), e))?;
+                part.plain
+                    .push((name, EntryKind::from_file_type(ft), de.ino()));
+            }
+            NameKind::Whiteout(_) => {
+                if let Some(t) = whiteout_target_bytes(name.as_bytes()) {
+                    part.whiteouts
+                        .push(OsString::from(std::ffi::OsStr::from_bytes(t)));
                 }
-                NameKind::Whiteout(_) => {
-                    if let Some(t) = whiteout_target_bytes(name.as_bytes()) {
-                        whiteouts.push(OsString::from(std::ffi::OsStr::from_bytes(t)));
+            }
+            NameKind::Opaque => part.opaque = true,
+            NameKind::Meta => {}
+        }
+    }
+    Ok(part)
+}
+
+/// Lists every part of a directory, topmost first. When the first part was
+/// slow to read (its blocks were not cached: a fresh boot, or a first mount
+/// of these layers), the rest are read by a few threads at once, so their
+/// cold reads overlap instead of queueing one behind the other. A cached
+/// directory is read on the calling thread: starting threads would cost
+/// more than the whole read.
+fn list_parts(branches: &[Branch], path: &Path, chain: &[usize]) -> Result<Vec<Part>> {
+    list_parts_after(branches, path, chain, COLD_READ)
+}
+
+/// A first part that took longer than this to list was read from disk.
+const COLD_READ: Duration = Duration::from_micros(40);
+/// Threads listing the parts of a cold directory.
+const READERS: usize = 4;
+
+/// [`list_parts`], counting a first read slower than `cold` as cold.
+fn list_parts_after(
+    branches: &[Branch],
+    path: &Path,
+    chain: &[usize],
+    cold: Duration,
+) -> Result<Vec<Part>> {
+    let Some((&first, rest)) = chain.split_first() else {
+        return Ok(Vec::new());
+    };
+    let started = Instant::now();
+    let mut parts = vec![list_part(&branches[first], path)?];
+    if rest.len() < 2 * READERS || started.elapsed() < cold {
+        for &b in rest {
+            parts.push(list_part(&branches[b], path)?);
+        }
+        return Ok(parts);
+    }
+    let mut listed: Vec<Option<Result<Part>>> = (0..rest.len()).map(|_| None).collect();
+    std::thread::scope(|s| {
+        let readers: Vec<_> = (0..READERS)
+            .map(|r| {
+                s.spawn(move || {
+                    rest.iter()
+                        .enumerate()
+                        .skip(r)
+                        .step_by(READERS)
+                        .map(|(i, &b)| (i, list_part(&branches[b], path)))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        for reader in readers {
+            match reader.join() {
+                Ok(done) => {
+                    for (i, part) in done {
+                        listed[i] = Some(part);
                     }
                 }
-                NameKind::Opaque => opaque = true,
-                NameKind::Meta => {}
+                Err(panic) => std::panic::resume_unwind(panic),
             }
         }
+    });
+    for part in listed {
+        parts.push(part.expect("each part is listed by one reader")?);
+    }
+    Ok(parts)
+}
+
+fn build(branches: &[Branch], xino: &Xino, path: &Path, chain: &[usize]) -> Result<RoDir> {
+    let mut slots: HashMap<OsString, Slot> = HashMap::new();
+    for (&b, part) in chain.iter().zip(list_parts(branches, path, chain)?) {
+        let branch = &branches[b];
+        let Part {
+            plain,
+            whiteouts,
+            opaque,
+        } = part;
         for (name, kind, ino) in plain {
             match slots.get_mut(&name) {
                 None => {
@@ -165,4 +247,74 @@ fn build(branches: &[Branch], xino: &Xino, path: &Path, chain: &[usize]) -> Resu
         })
         .collect();
     Ok(RoDir { entries })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use camino::Utf8PathBuf;
+
+    /// Twelve branches holding `d/` with files, whiteouts and (in one) the
+    /// opaque marker: the threads must list the same parts, in chain order,
+    /// as the calling thread does.
+    #[test]
+    fn cold_directories_listed_by_threads_match_a_listing_in_order() {
+        let tmp = tempfile::tempdir().unwrap();
+        let branches: Vec<Branch> = (0..12)
+            .map(|i| {
+                let root = Utf8PathBuf::from_path_buf(tmp.path().join(format!("b{i}"))).unwrap();
+                let d = root.as_std_path().join("d");
+                std::fs::create_dir_all(&d).unwrap();
+                std::fs::write(d.join(format!("only-{i}")), b"").unwrap();
+                std::fs::write(d.join("shared"), b"").unwrap();
+                std::fs::create_dir(d.join("sub")).unwrap();
+                if i % 3 == 0 {
+                    std::fs::write(d.join(format!(".wh.gone-{i}")), b"").unwrap();
+                }
+                if i == 7 {
+                    std::fs::write(d.join(".wh..wh..opq"), b"").unwrap();
+                }
+                Branch::open(&root, false).unwrap()
+            })
+            .collect();
+        let chain: Vec<usize> = (0..12).rev().collect();
+        let path = Path::new("d");
+        let sort = |mut parts: Vec<Part>| {
+            for p in &mut parts {
+                p.plain.sort_by(|a, b| a.0.cmp(&b.0));
+                p.whiteouts.sort();
+            }
+            parts
+        };
+        let calling = sort(list_parts_after(&branches, path, &chain, Duration::MAX).unwrap());
+        let threads = sort(list_parts_after(&branches, path, &chain, Duration::ZERO).unwrap());
+        assert_eq!(calling.len(), 12);
+        assert_eq!(threads, calling);
+        for (part, &b) in threads.iter().zip(&chain) {
+            assert!(part
+                .plain
+                .iter()
+                .any(|(n, _, _)| n == &format!("only-{b}")[..]));
+            assert_eq!(part.opaque, b == 7);
+            assert_eq!(part.whiteouts.len(), usize::from(b % 3 == 0));
+        }
+    }
+
+    #[test]
+    fn a_missing_part_fails_the_listing_on_either_path() {
+        let tmp = tempfile::tempdir().unwrap();
+        let branches: Vec<Branch> = (0..10)
+            .map(|i| {
+                let root = Utf8PathBuf::from_path_buf(tmp.path().join(format!("b{i}"))).unwrap();
+                std::fs::create_dir_all(root.as_std_path().join(if i == 5 { "x" } else { "d" }))
+                    .unwrap();
+                Branch::open(&root, false).unwrap()
+            })
+            .collect();
+        let chain: Vec<usize> = (0..10).collect();
+        for cold in [Duration::MAX, Duration::ZERO] {
+            let err = list_parts_after(&branches, Path::new("d"), &chain, cold).unwrap_err();
+            assert!(err.to_string().contains("b5"), "{err}");
+        }
+    }
 }
