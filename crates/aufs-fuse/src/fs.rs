@@ -166,6 +166,19 @@ fn open_real(path: &Path, flags: i32) -> io::Result<File> {
     Ok(File::from(fd))
 }
 
+/// Answers a create (named or not) with the new entry and its open file.
+fn reply_created(reply: ReplyCreate, r: Result<(Entry, Opened), Errno>) {
+    match r {
+        Ok((e, o)) => match &o.backing {
+            Some(b) => {
+                reply.created_passthrough(&TTL, &entry_attr(&e), Generation(0), o.fh, o.flags, b)
+            }
+            None => reply.created(&TTL, &entry_attr(&e), Generation(0), o.fh, o.flags),
+        },
+        Err(e) => reply.error(e),
+    }
+}
+
 fn real_id(md: &Metadata) -> RealId {
     (md.dev(), md.ino())
 }
@@ -521,7 +534,15 @@ impl UnionFs {
         truncated_by: Option<Caller>,
         open_backing: impl FnOnce(&File) -> io::Result<BackingId>,
     ) -> Result<Opened, Errno> {
-        let path = self.path(ino)?;
+        let path = match self.path(ino) {
+            Ok(p) => p,
+            // No name, but open in the rw branch (an `O_TMPFILE` file, or
+            // one unlinked while open), reached through `/proc/PID/fd/N`.
+            Err(err) => {
+                let f = self.any_open_rw_file(ino.0).ok_or(err)?;
+                return self.reopen_nameless(ino, &f.file, flags, open_backing);
+            }
+        };
         let acc = flags & libc::O_ACCMODE;
         let writes = acc != libc::O_RDONLY || flags & libc::O_TRUNC != 0;
         if writes {
@@ -561,6 +582,47 @@ impl UnionFs {
                 Err(self.stale_open(ino.0, &path, &e))
             }
         }
+    }
+
+    /// Opens again node `ino` of the rw branch, which has no name left,
+    /// through `held`, an open descriptor of it.
+    fn reopen_nameless(
+        &self,
+        ino: INodeNo,
+        held: &File,
+        flags: i32,
+        open_backing: impl FnOnce(&File) -> io::Result<BackingId>,
+    ) -> Result<Opened, Errno> {
+        let proc = PathBuf::from(format!(
+            "/proc/self/fd/{}",
+            std::os::fd::AsRawFd::as_raw_fd(held)
+        ));
+        let file = rustix::fs::open(
+            &proc,
+            rustix::fs::OFlags::from_bits_retain(
+                (real_open_flags(flags) & !libc::O_NOFOLLOW) as u32,
+            ),
+            rustix::fs::Mode::empty(),
+        )
+        .map(File::from)
+        .map_err(rustix_errno)?;
+        if flags & libc::O_TRUNC != 0 && flags & libc::O_ACCMODE != libc::O_RDONLY {
+            file.set_len(0).map_err(io_errno)?;
+        }
+        let e = Entry {
+            branch_index: self.rw_branch().ok_or(Errno::EROFS)?,
+            real_path: proc,
+            metadata: file.metadata().map_err(io_errno)?,
+            ino: ino.0,
+        };
+        let mut io = lock(&self.io);
+        self.register_open(&mut io, ino.0, &e, file, open_backing)
+            .ok_or(Errno::ESTALE)
+    }
+
+    /// Index of the rw branch, if the union has one.
+    fn rw_branch(&self) -> Option<usize> {
+        self.view.branches().iter().position(|b| b.writable)
     }
 
     fn xattr_reply(reply: ReplyXattr, size: u32, data: Result<Vec<u8>, Errno>) {
@@ -969,9 +1031,17 @@ impl Filesystem for UnionFs {
             if is_reserved(newname.as_bytes()) {
                 return Err(Errno::EPERM);
             }
-            let src = self.path(ino)?;
             let dst = self.child(newparent, newname)?;
-            let e = self.view.link(&src, &dst).map_err(|e| errno(&e))?;
+            let e = match self.path(ino) {
+                Ok(src) => self.view.link(&src, &dst),
+                // An `O_TMPFILE` file (or one unlinked while open) gets a
+                // name: `linkat` of its descriptor.
+                Err(err) => {
+                    let f = self.any_open_rw_file(ino.0).ok_or(err)?;
+                    self.view.link_unnamed(&f.file, &dst)
+                }
+            }
+            .map_err(|e| errno(&e))?;
             lock(&self.nodes).remember(newparent.0, newname, e.ino);
             Ok(e)
         })();
@@ -1367,20 +1437,35 @@ impl Filesystem for UnionFs {
                     .ok_or(Errno::ESTALE)?;
                 Ok((e, opened))
             });
-        match r {
-            Ok((e, o)) => match &o.backing {
-                Some(b) => reply.created_passthrough(
-                    &TTL,
-                    &entry_attr(&e),
-                    Generation(0),
-                    o.fh,
-                    o.flags,
-                    b,
-                ),
-                None => reply.created(&TTL, &entry_attr(&e), Generation(0), o.fh, o.flags),
-            },
-            Err(e) => reply.error(e),
-        }
+        reply_created(reply, r);
+    }
+
+    fn tmpfile(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        mode: u32,
+        _umask: u32,
+        flags: i32,
+        reply: ReplyCreate,
+    ) {
+        let _t = self.stats.start(Op::Tmpfile);
+        let r = self.path(parent).and_then(|dir| {
+            let owner = Owner {
+                uid: req.uid(),
+                gid: req.gid(),
+            };
+            let (file, e) = self
+                .view
+                .create_unnamed(&dir, mode, flags, Some(owner))
+                .map_err(|e| errno(&e))?;
+            let mut io = lock(&self.io);
+            let opened = self
+                .register_open(&mut io, e.ino, &e, file, |f| reply.open_backing(f))
+                .ok_or(Errno::ESTALE)?;
+            Ok((e, opened))
+        });
+        reply_created(reply, r);
     }
 
     fn fallocate(

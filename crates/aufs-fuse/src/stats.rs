@@ -43,6 +43,7 @@ pub(crate) enum Op {
     Removexattr,
     Access,
     Create,
+    Tmpfile,
     Fallocate,
     Ioctl,
     CopyFileRange,
@@ -57,7 +58,7 @@ pub(crate) enum Op {
     XattrAnsweredFromCache,
 }
 
-const OPS: [Op; 38] = [
+const OPS: [Op; 39] = [
     Op::Lookup,
     Op::Forget,
     Op::Getattr,
@@ -88,6 +89,7 @@ const OPS: [Op; 38] = [
     Op::Removexattr,
     Op::Access,
     Op::Create,
+    Op::Tmpfile,
     Op::Fallocate,
     Op::Ioctl,
     Op::CopyFileRange,
@@ -131,6 +133,7 @@ impl Op {
             Op::Removexattr => "REMOVEXATTR",
             Op::Access => "ACCESS",
             Op::Create => "CREATE",
+            Op::Tmpfile => "TMPFILE",
             Op::Fallocate => "FALLOCATE",
             Op::Ioctl => "IOCTL",
             Op::CopyFileRange => "COPY_FILE_RANGE",

@@ -1,5 +1,6 @@
 //! POSIX features through a mounted union: locks, shared writable mmap,
-//! ACLs, `O_TMPFILE`, fsync, open files whose names are gone, passthrough
+//! ACLs, `O_TMPFILE` and `linkat` of it, fsync, open files whose names are
+//! gone (reopened through procfs too), passthrough
 //! opens next to copy-up, and inode numbers of copied-up files across
 //! remounts.
 
@@ -220,8 +221,125 @@ fn posix_acls_pass_through_and_are_enforced() {
     f.backend.unmount(m).unwrap();
 }
 
+/// `linkat(AT_FDCWD, "/proc/self/fd/N", AT_FDCWD, dst, AT_SYMLINK_FOLLOW)`:
+/// names the open file `f` (how an `O_TMPFILE` file gets a name).
+fn link_open_file(f: &std::fs::File, dst: &std::path::Path) -> std::io::Result<()> {
+    let src = std::ffi::CString::new(format!("/proc/self/fd/{}", f.as_raw_fd())).unwrap();
+    let dst = std::ffi::CString::new(dst.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: both paths are NUL-terminated strings alive across the call.
+    let r = unsafe {
+        libc::linkat(
+            libc::AT_FDCWD,
+            src.as_ptr(),
+            libc::AT_FDCWD,
+            dst.as_ptr(),
+            libc::AT_SYMLINK_FOLLOW,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
 #[test]
-fn tmpfile_fsync_and_unlinked_open_files() {
+fn o_tmpfile_makes_an_unnamed_file_that_linkat_names() {
+    if !can_mount() {
+        return;
+    }
+    let f = Fixture::new();
+    let spec = f.spec(2);
+    // `dir` exists only in a read-only branch, with a whiteout-hidden name
+    // that the new file takes.
+    write(&spec.ro[1].join("dir/old"), "old");
+    write(&spec.ro[0].join("dir/.wh.old"), "");
+    f.mount(&spec);
+    let m = &spec.target;
+    let listing = |p: &camino::Utf8Path| {
+        let mut v: Vec<String> = std::fs::read_dir(p)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        v.sort();
+        v
+    };
+
+    let mut tmp = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .mode(0o640)
+        .custom_flags(libc::O_TMPFILE)
+        .open(m.join("dir"))
+        .unwrap();
+    tmp.write_all(b"made unnamed").unwrap();
+    let md = tmp.metadata().unwrap();
+    assert_eq!(md.nlink(), 0);
+    assert_eq!(md.mode() & 0o7777, 0o640);
+    assert!(
+        listing(&m.join("dir")).is_empty(),
+        "an unnamed file is listed"
+    );
+    // The directory was copied up to hold it; nothing else appeared.
+    assert!(spec.rw.join("dir").is_dir());
+    assert_eq!(listing(&spec.rw.join("dir")), Vec::<String>::new());
+
+    // Opened again through procfs, changed through its descriptor.
+    let mut again = std::fs::File::open(format!("/proc/self/fd/{}", tmp.as_raw_fd())).unwrap();
+    let mut s = String::new();
+    again.read_to_string(&mut s).unwrap();
+    assert_eq!(s, "made unnamed");
+    std::fs::set_permissions(
+        format!("/proc/self/fd/{}", tmp.as_raw_fd()),
+        std::fs::Permissions::from_mode(0o600),
+    )
+    .unwrap();
+
+    // Named over the whited-out lower name: same inode, content, mode.
+    link_open_file(&tmp, m.join("dir/old").as_std_path()).unwrap();
+    let named = std::fs::metadata(m.join("dir/old")).unwrap();
+    assert_eq!(named.ino(), md.ino());
+    assert_eq!(named.nlink(), 1);
+    assert_eq!(named.mode() & 0o7777, 0o600);
+    assert_eq!(
+        std::fs::read_to_string(m.join("dir/old")).unwrap(),
+        "made unnamed"
+    );
+    assert_eq!(listing(&spec.rw.join("dir")), vec!["old".to_string()]);
+    assert_eq!(
+        std::fs::read_to_string(spec.rw.join("dir/old")).unwrap(),
+        "made unnamed"
+    );
+    // A name that exists already is refused.
+    let e = link_open_file(&tmp, m.join("dir/old").as_std_path()).unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::EEXIST));
+    drop((tmp, again));
+
+    // O_EXCL: never to be named, and gone with its descriptor.
+    let excl = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .mode(0o600)
+        .custom_flags(libc::O_TMPFILE | libc::O_EXCL)
+        .open(m.join("dir"))
+        .unwrap();
+    let e = link_open_file(&excl, m.join("dir/never").as_std_path()).unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::ENOENT));
+    drop(excl);
+    assert_eq!(listing(&spec.rw.join("dir")), vec!["old".to_string()]);
+
+    // The inode number of the named file survives a remount.
+    f.backend.unmount(m).unwrap();
+    f.mount(&spec);
+    assert_eq!(
+        std::fs::metadata(m.join("dir/old")).unwrap().ino(),
+        md.ino()
+    );
+    f.backend.unmount(m).unwrap();
+}
+
+#[test]
+fn fsync_and_unlinked_open_files() {
     if !can_mount() {
         return;
     }
@@ -230,17 +348,6 @@ fn tmpfile_fsync_and_unlinked_open_files() {
     write(&spec.ro[0].join("dir/low"), "low");
     f.mount(&spec);
     let m = &spec.target;
-
-    // O_TMPFILE has no FUSE request in this server: refused cleanly.
-    match OpenOptions::new()
-        .read(true)
-        .write(true)
-        .custom_flags(libc::O_TMPFILE)
-        .open(m.join("dir"))
-    {
-        Ok(mut t) => t.write_all(b"tmp").unwrap(),
-        Err(e) => assert_eq!(e.raw_os_error(), Some(libc::EOPNOTSUPP), "{e}"),
-    }
 
     // fsync and fdatasync of a copied-up file, fsync of a directory.
     let mut file = OpenOptions::new()
@@ -271,6 +378,9 @@ fn tmpfile_fsync_and_unlinked_open_files() {
     let mut s = String::new();
     file.read_to_string(&mut s).unwrap();
     assert_eq!(s, "LO");
+    // ...and opens again through procfs, as any file does.
+    let again = std::fs::read_to_string(format!("/proc/self/fd/{}", file.as_raw_fd())).unwrap();
+    assert_eq!(again, "LO");
     drop(file);
     f.backend.unmount(m).unwrap();
 }

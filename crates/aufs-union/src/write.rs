@@ -296,20 +296,7 @@ impl UnionView {
             let made = std::fs::symlink_metadata(&real).map_err(io_err("lstat", &real))?;
             let mut changed = false;
             if let Some(owner) = owner {
-                // With the caller's group already (the common case) the
-                // parent's set-gid bit cannot change the answer.
-                let gid = if made.gid() == owner.gid {
-                    owner.gid
-                } else {
-                    let parent_md =
-                        std::fs::metadata(&rw_parent).map_err(io_err("stat", &rw_parent))?;
-                    if parent_md.mode() & libc::S_ISGID != 0 {
-                        parent_md.gid()
-                    } else {
-                        owner.gid
-                    }
-                };
-                let want = (owner.uid, gid);
+                let want = (owner.uid, owner_gid(owner, made.gid(), &rw_parent)?);
                 changed |= (made.uid(), made.gid()) != want;
                 set_owner(&real, (made.uid(), made.gid()), want)?;
             }
@@ -380,6 +367,86 @@ impl UnionView {
         let rw_parent = self.ensure_rw_dir(&parent)?;
         let real = rw_parent.join(name);
         std::fs::hard_link(&src_entry.real_path, &real).map_err(io_err("link", &real))?;
+        remove_if_exists(&rw_parent.join(whiteout_name(name)))?;
+        self.lookup(dst)?.ok_or_else(|| UnionError::NotFound {
+            path: dst.to_path_buf(),
+        })
+    }
+
+    /// An unnamed regular file in union directory `dir` (`O_TMPFILE`), made
+    /// in the rw branch (the directory is copied up first). `flags` are the
+    /// caller's open flags; only `O_EXCL` (never to be named) is kept, the
+    /// file is always opened for reading and writing. No listing shows it
+    /// until [`UnionView::link_unnamed`] names it; unnamed, it is gone with
+    /// its last descriptor. The entry's `real_path` is the branch directory.
+    pub fn create_unnamed(
+        &self,
+        dir: &Path,
+        mode: u32,
+        flags: i32,
+        owner: Option<Owner>,
+    ) -> Result<(std::fs::File, Entry)> {
+        let _guard = self.lock_writes(dir)?;
+        let rw_dir = self.ensure_rw_dir(dir)?;
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .mode(mode & 0o7777)
+            .custom_flags(libc::O_TMPFILE | (flags & libc::O_EXCL))
+            .open(&rw_dir)
+            .map_err(io_err("open O_TMPFILE", &rw_dir))?;
+        let made = file.metadata().map_err(io_err("fstat", &rw_dir))?;
+        if let Some(owner) = owner {
+            let want = (owner.uid, owner_gid(owner, made.gid(), &rw_dir)?);
+            if (made.uid(), made.gid()) != want {
+                rustix::fs::fchown(
+                    &file,
+                    Some(rustix::fs::Uid::from_raw(want.0)),
+                    Some(rustix::fs::Gid::from_raw(want.1)),
+                )
+                .map_err(|e| UnionError::io("fchown", &rw_dir, e.into()))?;
+                // A chown clears set-id bits: set the mode again.
+                rustix::fs::fchmod(&file, Mode::from_raw_mode(mode & 0o7777))
+                    .map_err(|e| UnionError::io("fchmod", &rw_dir, e.into()))?;
+            }
+        }
+        let metadata = file.metadata().map_err(io_err("fstat", &rw_dir))?;
+        // As for a created file: its own number, any older record stale.
+        self.xino.forget(metadata.ino());
+        let ino = self
+            .xino
+            .ino(self.branches[self.rw_index()].dev, metadata.ino());
+        Ok((
+            file,
+            Entry {
+                branch_index: self.rw_index(),
+                real_path: rw_dir,
+                metadata,
+                ino,
+            },
+        ))
+    }
+
+    /// Names `file`, an unnamed file of the rw branch made by
+    /// [`UnionView::create_unnamed`] (or one whose names are all gone), as
+    /// `dst`; like [`UnionView::link`], a whiteout of that name goes.
+    pub fn link_unnamed(&self, file: &std::fs::File, dst: &Path) -> Result<Entry> {
+        let _guard = self.lock_writes(dst)?;
+        let (state, parent, name) = self.parent_and_name(dst)?;
+        Self::check_new_name(dst, name)?;
+        if self.lookup_in(&state, name)?.is_some() {
+            return Err(UnionError::Exists {
+                path: dst.to_path_buf(),
+            });
+        }
+        let rw_parent = self.ensure_rw_dir(&parent)?;
+        let real = rw_parent.join(name);
+        // `AT_EMPTY_PATH` would need CAP_DAC_READ_SEARCH; the descriptor's
+        // procfs link works for any caller that holds it.
+        use std::os::fd::AsRawFd;
+        let proc = PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd()));
+        rustix::fs::linkat(CWD, &proc, CWD, &real, rustix::fs::AtFlags::SYMLINK_FOLLOW)
+            .map_err(|e| UnionError::io("link", &real, e.into()))?;
         remove_if_exists(&rw_parent.join(whiteout_name(name)))?;
         self.lookup(dst)?.ok_or_else(|| UnionError::NotFound {
             path: dst.to_path_buf(),
@@ -551,6 +618,23 @@ fn make_marker(path: &Path) -> Result<()> {
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
         Err(e) => Err(UnionError::io("create", path, e)),
     }
+}
+
+/// The group of a new entry of `owner` that the kernel made with group
+/// `made` in real directory `parent`: the parent's group when it is
+/// set-gid, as the kernel does, else the owner's.
+fn owner_gid(owner: Owner, made: u32, parent: &Path) -> Result<u32> {
+    // With the caller's group already (the common case) the parent's
+    // set-gid bit cannot change the answer.
+    if made == owner.gid {
+        return Ok(owner.gid);
+    }
+    let parent_md = std::fs::metadata(parent).map_err(io_err("stat", parent))?;
+    Ok(if parent_md.mode() & libc::S_ISGID != 0 {
+        parent_md.gid()
+    } else {
+        owner.gid
+    })
 }
 
 fn remove_if_exists(path: &Path) -> Result<()> {

@@ -268,3 +268,72 @@ fn renumber_gives_a_copy_its_own_number() {
     assert_ne!(again.ino, lower);
     assert_eq!(v.lookup(p("f")).unwrap().unwrap().ino, rw_ino);
 }
+
+#[test]
+fn an_unnamed_file_is_made_in_the_rw_branch_and_named_by_link_unnamed() {
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(tmp.path().join("l0/d")).unwrap();
+    std::fs::write(tmp.path().join("l0/d/taken"), "x").unwrap();
+    std::fs::write(tmp.path().join("l0/d/gone"), "lower").unwrap();
+    let v = open_view(tmp.path(), true, 1);
+    v.unlink(p("d/gone")).unwrap();
+    assert!(tmp.path().join("rw/d/.wh.gone").exists());
+
+    let owner = Owner {
+        uid: 1234,
+        gid: 5678,
+    };
+    let (file, e) = v.create_unnamed(p("d"), 0o4751, 0, Some(owner)).unwrap();
+    // Made in the copied-up directory, shown nowhere, owned and moded as
+    // asked (set-id bits survive the chown).
+    assert_eq!(e.real_path, tmp.path().join("rw/d"));
+    assert_eq!(e.branch_index, 0);
+    assert_eq!(e.metadata.nlink(), 0);
+    assert_eq!((e.metadata.uid(), e.metadata.gid()), (1234, 5678));
+    assert_eq!(e.metadata.mode() & 0o7777, 0o4751);
+    assert_eq!(names(&v, "d"), ["taken"]);
+    std::io::Write::write_all(&mut &file, b"unnamed").unwrap();
+
+    // A name that shows already is refused; a whited-out one is taken.
+    assert!(matches!(
+        v.link_unnamed(&file, p("d/taken")),
+        Err(UnionError::Exists { .. })
+    ));
+    assert!(matches!(
+        v.link_unnamed(&file, p("d/.wh.x")),
+        Err(UnionError::Reserved { .. })
+    ));
+    let named = v.link_unnamed(&file, p("d/gone")).unwrap();
+    assert_eq!(named.ino, e.ino);
+    assert_eq!(named.branch_index, 0);
+    assert!(!tmp.path().join("rw/d/.wh.gone").exists());
+    assert_eq!(
+        std::fs::read_to_string(tmp.path().join("rw/d/gone")).unwrap(),
+        "unnamed"
+    );
+    assert_eq!(names(&v, "d"), ["gone", "taken"]);
+    assert_eq!(v.lookup(p("d/gone")).unwrap().unwrap().ino, e.ino);
+}
+
+#[test]
+fn an_unnamed_file_needs_a_writable_union_and_a_directory() {
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(tmp.path().join("l0/d")).unwrap();
+    std::fs::write(tmp.path().join("l0/f"), "x").unwrap();
+    let ro = open_view(tmp.path(), false, 1);
+    assert!(matches!(
+        ro.create_unnamed(p("d"), 0o600, 0, None),
+        Err(UnionError::ReadOnly { .. })
+    ));
+    let v = open_view(tmp.path(), true, 1);
+    assert!(matches!(
+        v.create_unnamed(p("f"), 0o600, 0, None),
+        Err(UnionError::NotADirectory { .. })
+    ));
+    assert!(matches!(
+        v.create_unnamed(p("missing"), 0o600, 0, None),
+        Err(UnionError::NotFound { .. })
+    ));
+    // Nothing was copied up for the refused requests.
+    assert_eq!(std::fs::read_dir(tmp.path().join("rw")).unwrap().count(), 0);
+}
