@@ -166,6 +166,14 @@ fn open_real(path: &Path, flags: i32) -> io::Result<File> {
     Ok(File::from(fd))
 }
 
+/// The owner of an entry made by `req`'s caller.
+fn owner(req: &Request) -> Owner {
+    Owner {
+        uid: req.uid(),
+        gid: req.gid(),
+    }
+}
+
 /// Answers a create (named or not) with the new entry and its open file.
 fn reply_created(reply: ReplyCreate, r: Result<(Entry, Opened), Errno>) {
     match r {
@@ -414,13 +422,9 @@ impl UnionFs {
             return Err(Errno::EPERM);
         }
         let path = self.child(parent, name)?;
-        let owner = Owner {
-            uid: req.uid(),
-            gid: req.gid(),
-        };
         let e = self
             .view
-            .create(&path, node, Some(owner))
+            .create(&path, node, Some(owner(req)))
             .map_err(|e| errno(&e))?;
         lock(&self.nodes).remember(parent.0, name, e.ino);
         Ok(e)
@@ -618,6 +622,20 @@ impl UnionFs {
         let mut io = lock(&self.io);
         self.register_open(&mut io, ino.0, &e, file, open_backing)
             .ok_or(Errno::ESTALE)
+    }
+
+    /// Registers the first open of `e`, a file just made in the rw branch.
+    fn open_new(
+        &self,
+        e: Entry,
+        file: File,
+        open_backing: impl FnOnce(&File) -> io::Result<BackingId>,
+    ) -> Result<(Entry, Opened), Errno> {
+        let mut io = lock(&self.io);
+        let opened = self
+            .register_open(&mut io, e.ino, &e, file, open_backing)
+            .ok_or(Errno::ESTALE)?;
+        Ok((e, opened))
     }
 
     /// Index of the rw branch, if the union has one.
@@ -1431,11 +1449,7 @@ impl Filesystem for UnionFs {
                 let file = open_real(&e.real_path, rw)
                     .or_else(|_| open_real(&e.real_path, flags))
                     .map_err(io_errno)?;
-                let mut io = lock(&self.io);
-                let opened = self
-                    .register_open(&mut io, e.ino, &e, file, |f| reply.open_backing(f))
-                    .ok_or(Errno::ESTALE)?;
-                Ok((e, opened))
+                self.open_new(e, file, |f| reply.open_backing(f))
             });
         reply_created(reply, r);
     }
@@ -1451,19 +1465,11 @@ impl Filesystem for UnionFs {
     ) {
         let _t = self.stats.start(Op::Tmpfile);
         let r = self.path(parent).and_then(|dir| {
-            let owner = Owner {
-                uid: req.uid(),
-                gid: req.gid(),
-            };
             let (file, e) = self
                 .view
-                .create_unnamed(&dir, mode, flags, Some(owner))
+                .create_unnamed(&dir, mode, flags, Some(owner(req)))
                 .map_err(|e| errno(&e))?;
-            let mut io = lock(&self.io);
-            let opened = self
-                .register_open(&mut io, e.ino, &e, file, |f| reply.open_backing(f))
-                .ok_or(Errno::ESTALE)?;
-            Ok((e, opened))
+            self.open_new(e, file, |f| reply.open_backing(f))
         });
         reply_created(reply, r);
     }

@@ -233,6 +233,24 @@ impl UnionView {
         Ok(())
     }
 
+    /// Takes the write lock to make `path`, a name that must be free (not
+    /// shown in the union, not reserved); returns the lock, the union
+    /// parent and the name.
+    fn claim_new_name<'p>(
+        &self,
+        path: &'p Path,
+    ) -> Result<(MutexGuard<'_, ()>, PathBuf, &'p OsStr)> {
+        let guard = self.lock_writes(path)?;
+        let (state, parent, name) = self.parent_and_name(path)?;
+        Self::check_new_name(path, name)?;
+        if self.lookup_in(&state, name)?.is_some() {
+            return Err(UnionError::Exists {
+                path: path.to_path_buf(),
+            });
+        }
+        Ok((guard, parent, name))
+    }
+
     fn check_new_name(path: &Path, name: &OsStr) -> Result<()> {
         if is_reserved(name.as_bytes()) {
             return Err(UnionError::Reserved {
@@ -246,14 +264,7 @@ impl UnionView {
     /// removed; a directory created over one is made opaque, so nothing of a
     /// removed lower directory shows through.
     pub fn create(&self, path: &Path, node: NewNode<'_>, owner: Option<Owner>) -> Result<Entry> {
-        let _guard = self.lock_writes(path)?;
-        let (state, parent, name) = self.parent_and_name(path)?;
-        Self::check_new_name(path, name)?;
-        if self.lookup_in(&state, name)?.is_some() {
-            return Err(UnionError::Exists {
-                path: path.to_path_buf(),
-            });
-        }
+        let (_guard, parent, name) = self.claim_new_name(path)?;
         let rw_parent = self.ensure_rw_dir(&parent)?;
         let _changed = matches!(node, NewNode::Dir { .. }).then(|| DirsChanged(self));
         let real = rw_parent.join(name);
@@ -347,14 +358,7 @@ impl UnionView {
 
     /// Hard-links `src` (copied up first) as `dst`.
     pub fn link(&self, src: &Path, dst: &Path) -> Result<Entry> {
-        let _guard = self.lock_writes(dst)?;
-        let (state, parent, name) = self.parent_and_name(dst)?;
-        Self::check_new_name(dst, name)?;
-        if self.lookup_in(&state, name)?.is_some() {
-            return Err(UnionError::Exists {
-                path: dst.to_path_buf(),
-            });
-        }
+        let (_guard, parent, name) = self.claim_new_name(dst)?;
         let src_entry = self.lookup(src)?.ok_or_else(|| UnionError::NotFound {
             path: src.to_path_buf(),
         })?;
@@ -431,14 +435,7 @@ impl UnionView {
     /// [`UnionView::create_unnamed`] (or one whose names are all gone), as
     /// `dst`; like [`UnionView::link`], a whiteout of that name goes.
     pub fn link_unnamed(&self, file: &std::fs::File, dst: &Path) -> Result<Entry> {
-        let _guard = self.lock_writes(dst)?;
-        let (state, parent, name) = self.parent_and_name(dst)?;
-        Self::check_new_name(dst, name)?;
-        if self.lookup_in(&state, name)?.is_some() {
-            return Err(UnionError::Exists {
-                path: dst.to_path_buf(),
-            });
-        }
+        let (_guard, parent, name) = self.claim_new_name(dst)?;
         let rw_parent = self.ensure_rw_dir(&parent)?;
         let real = rw_parent.join(name);
         // `AT_EMPTY_PATH` would need CAP_DAC_READ_SEARCH; the descriptor's
