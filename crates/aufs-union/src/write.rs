@@ -343,17 +343,24 @@ impl UnionView {
         // created over a removed one is opaque): its own number is its
         // union number.
         let metadata = std::fs::symlink_metadata(&real).map_err(io_err("lstat", &real))?;
-        // A record left by an earlier file of this inode number is stale.
+        Ok(self.new_rw_entry(real, metadata))
+    }
+
+    /// The entry of a file just made in the rw branch (at `real_path`, or
+    /// unnamed in that directory), with `metadata` its `lstat`: its own
+    /// number is its union number, and a record left by an earlier file of
+    /// that inode number is stale.
+    fn new_rw_entry(&self, real_path: PathBuf, metadata: std::fs::Metadata) -> Entry {
         self.xino.forget(metadata.ino());
         let ino = self
             .xino
             .ino(self.branches[self.rw_index()].dev, metadata.ino());
-        Ok(Entry {
+        Entry {
             branch_index: self.rw_index(),
-            real_path: real,
+            real_path,
             metadata,
             ino,
-        })
+        }
     }
 
     /// Hard-links `src` (copied up first) as `dst`.
@@ -415,20 +422,8 @@ impl UnionView {
             }
         }
         let metadata = file.metadata().map_err(io_err("fstat", &rw_dir))?;
-        // As for a created file: its own number, any older record stale.
-        self.xino.forget(metadata.ino());
-        let ino = self
-            .xino
-            .ino(self.branches[self.rw_index()].dev, metadata.ino());
-        Ok((
-            file,
-            Entry {
-                branch_index: self.rw_index(),
-                real_path: rw_dir,
-                metadata,
-                ino,
-            },
-        ))
+        let entry = self.new_rw_entry(rw_dir, metadata);
+        Ok((file, entry))
     }
 
     /// Names `file`, an unnamed file of the rw branch made by
