@@ -166,6 +166,19 @@ fn open_real(path: &Path, flags: i32) -> io::Result<File> {
     Ok(File::from(fd))
 }
 
+/// What `O_TRUNC` does to a file just opened for writing: empty it, and
+/// clear its set-id bits as a truncate by `truncated_by` would (the
+/// kernel's `FUSE_OPEN_KILL_SUIDGID` is not passed on to us).
+fn truncate_on_open(file: &File, flags: i32, truncated_by: Option<Caller>) -> Result<(), Errno> {
+    if flags & libc::O_TRUNC != 0 && flags & libc::O_ACCMODE != libc::O_RDONLY {
+        file.set_len(0).map_err(io_errno)?;
+        if let Some(caller) = truncated_by {
+            kill_setid(file, caller).map_err(io_errno)?;
+        }
+    }
+    Ok(())
+}
+
 /// The owner of an entry made by `req`'s caller.
 fn owner(req: &Request) -> Owner {
     Owner {
@@ -544,7 +557,7 @@ impl UnionFs {
             // one unlinked while open), reached through `/proc/PID/fd/N`.
             Err(err) => {
                 let f = self.any_open_rw_file(ino.0).ok_or(err)?;
-                return self.reopen_nameless(ino, &f.file, flags, open_backing);
+                return self.reopen_nameless(ino, &f.file, flags, truncated_by, open_backing);
             }
         };
         let acc = flags & libc::O_ACCMODE;
@@ -565,13 +578,7 @@ impl UnionFs {
                 return Err(self.stale_open(ino.0, &path, &e));
             }
             let file = open_real(&e.real_path, flags).map_err(io_errno)?;
-            if flags & libc::O_TRUNC != 0 && acc != libc::O_RDONLY {
-                file.set_len(0).map_err(io_errno)?;
-                // The kernel's FUSE_OPEN_KILL_SUIDGID is not passed on to us.
-                if let Some(caller) = truncated_by {
-                    kill_setid(&file, caller).map_err(io_errno)?;
-                }
-            }
+            truncate_on_open(&file, flags, truncated_by)?;
             return self
                 .register_open(&mut io, ino.0, &e, file, open_backing)
                 .ok_or(Errno::ESTALE);
@@ -595,6 +602,7 @@ impl UnionFs {
         ino: INodeNo,
         held: &File,
         flags: i32,
+        truncated_by: Option<Caller>,
         open_backing: impl FnOnce(&File) -> io::Result<BackingId>,
     ) -> Result<Opened, Errno> {
         let proc = PathBuf::from(format!(
@@ -610,9 +618,7 @@ impl UnionFs {
         )
         .map(File::from)
         .map_err(rustix_errno)?;
-        if flags & libc::O_TRUNC != 0 && flags & libc::O_ACCMODE != libc::O_RDONLY {
-            file.set_len(0).map_err(io_errno)?;
-        }
+        truncate_on_open(&file, flags, truncated_by)?;
         let e = Entry {
             branch_index: self.rw_branch().ok_or(Errno::EROFS)?,
             real_path: proc,
