@@ -605,10 +605,7 @@ impl UnionFs {
         truncated_by: Option<Caller>,
         open_backing: impl FnOnce(&File) -> io::Result<BackingId>,
     ) -> Result<Opened, Errno> {
-        let proc = PathBuf::from(format!(
-            "/proc/self/fd/{}",
-            std::os::fd::AsRawFd::as_raw_fd(held)
-        ));
+        let proc = aufs_linux::proc_fd_path(held);
         let file = rustix::fs::open(
             &proc,
             rustix::fs::OFlags::from_bits_retain(

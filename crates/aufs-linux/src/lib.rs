@@ -24,6 +24,7 @@ mod mounter;
 pub mod mountinfo;
 mod remove;
 
+pub use at::proc_fd_path;
 pub use error::LinuxError;
 pub use flock::{FlockLocks, LOCK_DIR_MODE, LOCK_FILE_MODE};
 pub use fs::LinuxFilesystem;
