@@ -181,9 +181,7 @@ fn compressed_inputs_are_detected() {
     rich_tree(&src, false);
     let mut tar = Vec::new();
     export_diff(&src, &mut tar).unwrap();
-    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-    std::io::Write::write_all(&mut gz, &tar).unwrap();
-    let gz = gz.finish().unwrap();
+    let gz = gzip(&tar);
     let zst = zstd::encode_all(&tar[..], 3).unwrap();
     for (name, data) in [("gz", gz), ("zst", zst)] {
         let dst = s.mkdir(name);
@@ -667,9 +665,7 @@ fn file_inputs_apply_like_streams_mapped_or_read() {
     let mut tar = Vec::new();
     export_diff(&src, &mut tar).unwrap();
     let want_id = format!("sha256:{}", sha(&tar));
-    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-    gz.write_all(&tar).unwrap();
-    let gz = gz.finish().unwrap();
+    let gz = gzip(&tar);
 
     // Regular files, plain and compressed, are mapped; the tar-split record
     // made from the mapping reproduces the tar byte for byte.

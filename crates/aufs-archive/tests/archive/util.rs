@@ -292,3 +292,10 @@ pub fn base_opts() -> aufs_archive::ApplyOptions {
         ..aufs_archive::ApplyOptions::default()
     }
 }
+
+/// `data` gzip-compressed (what the level is does not matter to the tests).
+pub fn gzip(data: &[u8]) -> Vec<u8> {
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    std::io::Write::write_all(&mut gz, data).unwrap();
+    gz.finish().unwrap()
+}
