@@ -407,9 +407,12 @@ impl UnionView {
             .open(&rw_dir)
             .map_err(io_err("open O_TMPFILE", &rw_dir))?;
         let made = file.metadata().map_err(io_err("fstat", &rw_dir))?;
-        if let Some(owner) = owner {
-            let want = (owner.uid, owner_gid(owner, made.gid(), &rw_dir)?);
-            if (made.uid(), made.gid()) != want {
+        let want = match owner {
+            Some(o) => Some((o.uid, owner_gid(o, made.gid(), &rw_dir)?)),
+            None => None,
+        };
+        let metadata = match want {
+            Some(want) if (made.uid(), made.gid()) != want => {
                 rustix::fs::fchown(
                     &file,
                     Some(rustix::fs::Uid::from_raw(want.0)),
@@ -419,9 +422,11 @@ impl UnionView {
                 // A chown clears set-id bits: set the mode again.
                 rustix::fs::fchmod(&file, Mode::from_raw_mode(mode & 0o7777))
                     .map_err(|e| UnionError::io("fchmod", &rw_dir, e.into()))?;
+                file.metadata().map_err(io_err("fstat", &rw_dir))?
             }
-        }
-        let metadata = file.metadata().map_err(io_err("fstat", &rw_dir))?;
+            // Nothing changed since the first fstat.
+            _ => made,
+        };
         let entry = self.new_rw_entry(rw_dir, metadata);
         Ok((file, entry))
     }
