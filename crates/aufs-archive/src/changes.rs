@@ -7,7 +7,7 @@ use aufs_model::whiteout::{
     whiteout_target_bytes, WHITEOUT_META_PREFIX, WHITEOUT_OPAQUE_DIR, WHITEOUT_PREFIX,
 };
 use camino::Utf8Path;
-use rustix::fs::{AtFlags, FileType, Mode, OFlags, Stat};
+use rustix::fs::{AtFlags, FileType, Mode, OFlags, ResolveFlags, Stat};
 
 use crate::error::{lossy, ArchiveError, Result};
 use crate::walk::{open_dir, read_names};
@@ -114,11 +114,27 @@ fn has_opaque(dir: BorrowedFd<'_>, sub: &[u8]) -> bool {
     let mut p = sub.to_vec();
     p.push(b'/');
     p.extend_from_slice(WHITEOUT_OPAQUE_DIR.as_bytes());
-    rustix::fs::statat(dir, p.as_slice(), AtFlags::SYMLINK_NOFOLLOW).is_ok()
+    lstat_at(dir, &p).is_some()
 }
 
+/// `lstat` of `rel` below `dir`. Layers are hostile (a lower layer's
+/// `etc` may be a symlink to the host's `/etc`, a running container swaps
+/// its rw layer's directories for symlinks): the parent is resolved
+/// without following any symlink or leaving `dir`, and a path that would
+/// need one counts as absent.
 fn lstat_at(dir: BorrowedFd<'_>, rel: &[u8]) -> Option<Stat> {
-    rustix::fs::statat(dir, rel, AtFlags::SYMLINK_NOFOLLOW).ok()
+    let Some(slash) = rel.iter().rposition(|b| *b == b'/') else {
+        return rustix::fs::statat(dir, rel, AtFlags::SYMLINK_NOFOLLOW).ok();
+    };
+    let parent = rustix::fs::openat2(
+        dir,
+        &rel[..slash],
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+        ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS,
+    )
+    .ok()?;
+    rustix::fs::statat(&parent, &rel[slash + 1..], AtFlags::SYMLINK_NOFOLLOW).ok()
 }
 
 fn is_dir(st: &Stat) -> bool {

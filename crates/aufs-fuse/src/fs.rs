@@ -1,12 +1,12 @@
 //! The FUSE filesystem: kernel requests mapped onto a [`UnionView`].
 
 use crate::io_mode::{HandleMode, IoModes, Join, RealId};
-use crate::killpriv::{is_setid, kill_setid, kill_setid_at, Caller};
+use crate::killpriv::{cleared_mode, is_setid, kill_setid, Caller};
 use crate::nodes::NodeTable;
 use crate::stats::{Op, Stats};
 use aufs_model::whiteout::is_reserved;
 use aufs_union::{
-    DirEntry, Entry, EntryKind, NewNode, Owner, UnionError, UnionView, MAX_NAME_LEN, ROOT_INO,
+    DirEntry, Entry, EntryKind, Meta, NewNode, Owner, UnionError, UnionView, MAX_NAME_LEN, ROOT_INO,
 };
 use fuser::{
     AccessFlags, BackingId, BsdFileFlags, Errno, FileAttr, FileHandle, FileType, Filesystem,
@@ -16,10 +16,10 @@ use fuser::{
 };
 use std::collections::HashMap;
 use std::ffi::OsStr;
-use std::fs::{File, Metadata};
+use std::fs::File;
 use std::io;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -112,7 +112,7 @@ fn file_type(kind: EntryKind) -> FileType {
     }
 }
 
-fn attr(ino: u64, md: &Metadata) -> FileAttr {
+fn attr(ino: u64, md: &Meta) -> FileAttr {
     FileAttr {
         ino: INodeNo(ino),
         size: md.size(),
@@ -121,7 +121,7 @@ fn attr(ino: u64, md: &Metadata) -> FileAttr {
         mtime: time(md.mtime(), md.mtime_nsec()),
         ctime: time(md.ctime(), md.ctime_nsec()),
         crtime: UNIX_EPOCH,
-        kind: file_type(EntryKind::from_file_type(md.file_type())),
+        kind: file_type(md.kind()),
         perm: (md.mode() & 0o7777) as u16,
         nlink: u32::try_from(md.nlink()).unwrap_or(u32::MAX),
         uid: md.uid(),
@@ -140,30 +140,12 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Flags for opening the real file: creation is ours, offsets are the
-/// kernel's (so no `O_APPEND`), and no following of symlinks.
-fn real_open_flags(flags: i32) -> i32 {
-    (flags
-        & !(libc::O_CREAT
-            | libc::O_EXCL
-            | libc::O_NOCTTY
-            | libc::O_APPEND
-            | libc::O_DIRECT
-            | libc::O_TRUNC))
-        | libc::O_NOFOLLOW
-        | libc::O_CLOEXEC
-}
-
-/// Opens the real file with the caller's access mode as is (including the
-/// Linux-only mode 3, which checks read and write permission but allows
-/// neither).
-fn open_real(path: &Path, flags: i32) -> io::Result<File> {
-    let fd = rustix::fs::open(
-        path,
-        rustix::fs::OFlags::from_bits_retain(real_open_flags(flags) as u32),
-        rustix::fs::Mode::empty(),
-    )?;
-    Ok(File::from(fd))
+/// Opens the branch file of `e` with the caller's access mode as is
+/// (including the Linux-only mode 3, which checks read and write
+/// permission but allows neither). Creation is ours and offsets are the
+/// kernel's: [`Entry::open`] drops `O_CREAT`, `O_TRUNC` and `O_APPEND`.
+fn open_real(e: &Entry, flags: i32) -> io::Result<File> {
+    e.open(flags)
 }
 
 /// What `O_TRUNC` does to a file just opened for writing: empty it, and
@@ -200,7 +182,7 @@ fn reply_created(reply: ReplyCreate, r: Result<(Entry, Opened), Errno>) {
     }
 }
 
-fn real_id(md: &Metadata) -> RealId {
+fn real_id(md: &Meta) -> RealId {
     (md.dev(), md.ino())
 }
 
@@ -281,16 +263,18 @@ impl UnionFs {
     fn node_attr(&self, ino: INodeNo) -> Result<(FileAttr, Duration), Errno> {
         // Any name of the node that the union still shows will do.
         let paths = lock(&self.nodes).paths(ino.0);
+        // A name that shows another file now (a rename raced this) is no
+        // answer for this node.
         let found = paths
             .iter()
             .map(|p| self.lookup_path(p))
-            .find(Result::is_ok)
+            .find(|r| r.as_ref().is_ok_and(|e| e.ino == ino.0))
             .unwrap_or(Err(Errno::ENOENT));
         match found {
             Ok(e) => Ok((attr(ino.0, &e.metadata), self.ttl(&e))),
             Err(err) => match self.any_open_file(ino.0) {
                 Some(f) => {
-                    let md = f.file.metadata().map_err(io_errno)?;
+                    let md = Meta::of(&f.file).map_err(io_errno)?;
                     Ok((attr(ino.0, &md), TTL))
                 }
                 None => Err(err),
@@ -390,7 +374,7 @@ impl UnionFs {
         let real = if !writable_branch || access == rustix::fs::OFlags::RDWR {
             file
         } else {
-            own = open_real(&e.real_path, libc::O_RDWR).ok()?;
+            own = open_real(e, libc::O_RDWR).ok()?;
             &own
         };
         match open_backing(real) {
@@ -506,41 +490,31 @@ impl UnionFs {
             .view
             .copy_up(&path, size != Some(0))
             .map_err(|e| errno(&e))?;
-        let real = &e.real_path;
+        if e.ino != ino.0 {
+            // The node's name shows another file now (a rename raced us).
+            return Err(Errno::ESTALE);
+        }
+        // Every change goes through `e`, which reaches the very file the
+        // copy-up returned, from a held directory, following nothing.
         if let Some(size) = size {
             match fh.map(|fh| self.file(fh)) {
                 Some(Ok(f)) => f.file.set_len(size).map_err(io_errno)?,
-                _ => std::fs::OpenOptions::new()
-                    .write(true)
-                    .custom_flags(libc::O_NOFOLLOW)
-                    .open(real)
-                    .and_then(|f| f.set_len(size))
-                    .map_err(io_errno)?,
+                _ => e.set_len(size).map_err(io_errno)?,
             }
         }
         if uid.is_some() || gid.is_some() {
-            std::os::unix::fs::lchown(real, uid, gid).map_err(io_errno)?;
+            e.set_owner(uid, gid).map_err(io_errno)?;
         }
         if let Some(mode) = mode {
-            if !e.metadata.file_type().is_symlink() {
-                std::fs::set_permissions(real, std::fs::Permissions::from_mode(mode & 0o7777))
-                    .map_err(io_errno)?;
-            }
+            e.set_mode(mode).map_err(io_errno)?;
         }
         if atime.is_some() || mtime.is_some() {
-            let times = timestamps(atime, mtime);
-            rustix::fs::utimensat(
-                rustix::fs::CWD,
-                real,
-                &times,
-                rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
-            )
-            .map_err(|e| Errno::from_i32(e.raw_os_error()))?;
+            e.set_times(&timestamps(atime, mtime)).map_err(io_errno)?;
         }
         if let Some(caller) = kill_setid {
-            kill_setid_at(real, caller).map_err(io_errno)?;
+            kill_setid_entry(&e, caller).map_err(io_errno)?;
         }
-        let md = std::fs::symlink_metadata(real).map_err(io_errno)?;
+        let md = e.stat().map_err(io_errno)?;
         Ok(attr(ino.0, &md))
     }
 
@@ -577,14 +551,17 @@ impl UnionFs {
                 drop(io);
                 return Err(self.stale_open(ino.0, &path, &e));
             }
-            let file = open_real(&e.real_path, flags).map_err(io_errno)?;
+            let file = open_real(&e, flags).map_err(io_errno)?;
             truncate_on_open(&file, flags, truncated_by)?;
             return self
                 .register_open(&mut io, ino.0, &e, file, open_backing)
                 .ok_or(Errno::ESTALE);
         }
         let e = self.lookup_path(&path)?;
-        let file = open_real(&e.real_path, flags).map_err(io_errno)?;
+        if e.ino != ino.0 {
+            return Err(Errno::ESTALE);
+        }
+        let file = open_real(&e, flags).map_err(io_errno)?;
         let mut io = lock(&self.io);
         match self.register_open(&mut io, ino.0, &e, file, open_backing) {
             Some(o) => Ok(o),
@@ -605,23 +582,10 @@ impl UnionFs {
         truncated_by: Option<Caller>,
         open_backing: impl FnOnce(&File) -> io::Result<BackingId>,
     ) -> Result<Opened, Errno> {
-        let proc = aufs_linux::proc_fd_path(held);
-        let file = rustix::fs::open(
-            &proc,
-            rustix::fs::OFlags::from_bits_retain(
-                (real_open_flags(flags) & !libc::O_NOFOLLOW) as u32,
-            ),
-            rustix::fs::Mode::empty(),
-        )
-        .map(File::from)
-        .map_err(rustix_errno)?;
+        let branch = self.rw_branch().ok_or(Errno::EROFS)?;
+        let e = Entry::nameless(branch, held, ino.0).map_err(io_errno)?;
+        let file = open_real(&e, flags).map_err(io_errno)?;
         truncate_on_open(&file, flags, truncated_by)?;
-        let e = Entry {
-            branch_index: self.rw_branch().ok_or(Errno::EROFS)?,
-            real_path: proc,
-            metadata: file.metadata().map_err(io_errno)?,
-            ino: ino.0,
-        };
         let mut io = lock(&self.io);
         self.register_open(&mut io, ino.0, &e, file, open_backing)
             .ok_or(Errno::ESTALE)
@@ -655,14 +619,26 @@ impl UnionFs {
         }
     }
 
+    /// The entry of node `ino`; `ESTALE` when its name shows another
+    /// file now (a rename raced this request).
     fn real_of(&self, ino: INodeNo) -> Result<Entry, Errno> {
         let path = self.path(ino)?;
-        self.lookup_path(&path)
+        same_node(ino, self.lookup_path(&path)?)
     }
 
+    /// [`Self::real_of`], copied up to the rw branch first.
     fn writable_real(&self, ino: INodeNo) -> Result<Entry, Errno> {
         let path = self.path(ino)?;
-        self.view.copy_up(&path, true).map_err(|e| errno(&e))
+        same_node(ino, self.view.copy_up(&path, true).map_err(|e| errno(&e))?)
+    }
+}
+
+/// `e` when it is node `ino`; `ESTALE` otherwise.
+fn same_node(ino: INodeNo, e: Entry) -> Result<Entry, Errno> {
+    if e.ino == ino.0 {
+        Ok(e)
+    } else {
+        Err(Errno::ESTALE)
     }
 }
 
@@ -748,15 +724,18 @@ fn setattr_fd(
     if let Some(caller) = kill {
         kill_setid(file, caller).map_err(io_errno)?;
     }
-    let md = file.metadata().map_err(io_errno)?;
+    let md = Meta::of(file).map_err(io_errno)?;
     Ok(attr(ino.0, &md))
 }
 
-fn get_xattr(path: &Path, name: &OsStr) -> Result<Vec<u8>, Errno> {
-    read_xattr(
-        || rustix::fs::lgetxattr_query(path, name),
-        |buf| rustix::fs::lgetxattr(path, name, buf),
-    )
+/// Clears the set-id bits of branch file `e` for `caller` (see
+/// [`crate::killpriv::cleared_mode`]).
+fn kill_setid_entry(e: &Entry, caller: Caller) -> io::Result<()> {
+    let md = e.stat()?;
+    if let Some(m) = cleared_mode(md.mode(), md.gid(), caller) {
+        e.set_mode(m)?;
+    }
+    Ok(())
 }
 
 /// [`get_xattr`] through an open descriptor.
@@ -776,21 +755,6 @@ fn read_xattr(
         let len = query().map_err(rustix_errno)?;
         let mut buf = vec![0u8; len];
         match read(&mut buf[..]) {
-            Ok(n) => {
-                buf.truncate(n);
-                return Ok(buf);
-            }
-            Err(rustix::io::Errno::RANGE) => continue,
-            Err(e) => return Err(rustix_errno(e)),
-        }
-    }
-}
-
-fn list_xattr(path: &Path) -> Result<Vec<u8>, Errno> {
-    loop {
-        let len = rustix::fs::llistxattr_query(path).map_err(rustix_errno)?;
-        let mut buf = vec![0u8; len];
-        match rustix::fs::llistxattr(path, &mut buf[..]) {
             Ok(n) => {
                 buf.truncate(n);
                 return Ok(buf);
@@ -873,9 +837,7 @@ impl Filesystem for UnionFs {
     fn getattr(&self, _req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
         let _t = self.stats.start(Op::Getattr);
         let r = match fh.map(|fh| self.file(fh)) {
-            Some(Ok(f)) => f
-                .file
-                .metadata()
+            Some(Ok(f)) => Meta::of(&f.file)
                 .map(|md| (attr(ino.0, &md), TTL))
                 .map_err(io_errno),
             _ => self.node_attr(ino),
@@ -937,7 +899,7 @@ impl Filesystem for UnionFs {
         let _t = self.stats.start(Op::Readlink);
         match self
             .real_of(ino)
-            .and_then(|e| std::fs::read_link(&e.real_path).map_err(io_errno))
+            .and_then(|e| e.read_link().map_err(io_errno))
         {
             Ok(t) => reply.data(t.as_os_str().as_bytes()),
             Err(e) => reply.error(e),
@@ -1343,7 +1305,7 @@ impl Filesystem for UnionFs {
             if !self.view.branches()[e.branch_index].writable {
                 return Ok(());
             }
-            File::open(&e.real_path)
+            e.open(libc::O_RDONLY | libc::O_DIRECTORY)
                 .and_then(|d| d.sync_all())
                 .map_err(io_errno)
         });
@@ -1352,8 +1314,16 @@ impl Filesystem for UnionFs {
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
         let _t = self.stats.start(Op::Statfs);
-        let root = &self.view.branches()[0].root;
-        match rustix::fs::statvfs(root.as_std_path()) {
+        let root = self
+            .view
+            .lookup(Path::new(""))
+            .ok()
+            .flatten()
+            .and_then(|e| e.pin().ok());
+        let Some(root) = root else {
+            return reply.error(Errno::EIO);
+        };
+        match rustix::fs::fstatvfs(&root) {
             Ok(s) => reply.statfs(
                 s.f_blocks,
                 s.f_bfree,
@@ -1381,13 +1351,12 @@ impl Filesystem for UnionFs {
     ) {
         let _t = self.stats.start(Op::Setxattr);
         let r = self.writable_real(ino).and_then(|e| {
-            rustix::fs::lsetxattr(
-                &e.real_path,
+            e.set_xattr(
                 name,
                 value,
                 rustix::fs::XattrFlags::from_bits_retain(flags as u32),
             )
-            .map_err(rustix_errno)
+            .map_err(io_errno)
         });
         reply_empty(reply, r)
     }
@@ -1401,14 +1370,16 @@ impl Filesystem for UnionFs {
             Some(f) => fget_xattr(&f.file, name),
             None => self
                 .real_of(ino)
-                .and_then(|e| get_xattr(&e.real_path, name)),
+                .and_then(|e| e.xattr(name).map_err(io_errno)),
         };
         Self::xattr_reply(reply, size, data);
     }
 
     fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
         let _t = self.stats.start(Op::Listxattr);
-        let data = self.real_of(ino).and_then(|e| list_xattr(&e.real_path));
+        let data = self
+            .real_of(ino)
+            .and_then(|e| e.xattr_names().map_err(io_errno));
         Self::xattr_reply(reply, size, data);
     }
 
@@ -1416,9 +1387,9 @@ impl Filesystem for UnionFs {
         let _t = self.stats.start(Op::Removexattr);
         let r = self.real_of(ino).and_then(|e| {
             // Nothing to copy up for a missing attribute.
-            get_xattr(&e.real_path, name)?;
+            e.xattr(name).map_err(io_errno)?;
             let e = self.writable_real(ino)?;
-            rustix::fs::lremovexattr(&e.real_path, name).map_err(rustix_errno)
+            e.remove_xattr(name).map_err(io_errno)
         });
         reply_empty(reply, r)
     }
@@ -1449,8 +1420,8 @@ impl Filesystem for UnionFs {
                 // Read-write when allowed: the same descriptor then serves
                 // as the passthrough backing file, no second open needed.
                 let rw = (flags & !libc::O_ACCMODE) | libc::O_RDWR;
-                let file = open_real(&e.real_path, rw)
-                    .or_else(|_| open_real(&e.real_path, flags))
+                let file = open_real(&e, rw)
+                    .or_else(|_| open_real(&e, flags))
                     .map_err(io_errno)?;
                 self.open_new(e, file, |f| reply.open_backing(f))
             });

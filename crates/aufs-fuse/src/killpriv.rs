@@ -75,16 +75,6 @@ pub(crate) fn kill_setid(file: &File, caller: Caller) -> io::Result<()> {
     Ok(())
 }
 
-/// Clears the set-id bits of branch file `path` (no symlink is followed:
-/// `cleared_mode` leaves everything but regular files alone).
-pub(crate) fn kill_setid_at(path: &std::path::Path, caller: Caller) -> io::Result<()> {
-    let md = std::fs::symlink_metadata(path)?;
-    if let Some(m) = cleared_mode(md.mode(), md.gid(), caller) {
-        rustix::fs::chmod(path, Mode::from_raw_mode(m))?;
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,11 +1,17 @@
 //! Copying one entry of a lower branch into the rw branch: data (holes kept),
 //! owner, mode, xattrs and times.
 
+use crate::beneath::{pin, proc_path};
+use crate::entry::{read_sized, set_mode_pinned, Entry, EntryKind};
 use crate::error::{Result, UnionError};
-use rustix::fs::{AtFlags, FileType, Mode, SeekFrom, Timestamps, CWD};
-use std::fs::{File, Metadata};
+use crate::meta::Meta;
+use rustix::fs::{AtFlags, FileType, Mode, OFlags, SeekFrom, Timestamps};
+use std::ffi::OsStr;
+use std::fs::File;
 use std::io;
-use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -84,50 +90,46 @@ fn copy_range_rw(src: &File, dst: &File, mut pos: u64, end: u64) -> io::Result<(
     Ok(())
 }
 
-/// Copies all xattrs of `src` onto `dst` (neither followed if a symlink).
-pub(crate) fn copy_xattrs(src: &Path, dst: &Path) -> Result<()> {
-    let size = match rustix::fs::llistxattr_query(src) {
+/// Copies all xattrs of `src` onto `dst`, a pinned (`O_PATH`) new file.
+pub(crate) fn copy_xattrs(src: &Entry, dst: &OwnedFd, dst_path: &Path) -> Result<()> {
+    let sfd = src
+        .pin()
+        .map_err(|e| UnionError::io("open", &src.real_path, e))?;
+    let sp = proc_path(sfd.as_fd());
+    let names = match read_sized(
+        || rustix::fs::listxattr_query(&sp),
+        |buf| rustix::fs::listxattr(&sp, buf),
+    ) {
         Ok(n) => n,
-        Err(rustix::io::Errno::OPNOTSUPP) => return Ok(()),
-        Err(e) => return Err(UnionError::io("listxattr", src, e.into())),
+        Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => return Ok(()),
+        Err(e) => return Err(UnionError::io("listxattr", &src.real_path, e)),
     };
-    if size == 0 {
-        return Ok(());
-    }
-    let mut names = vec![0u8; size];
-    let n = rustix::fs::llistxattr(src, &mut names[..])
-        .map_err(|e| UnionError::io("listxattr", src, e.into()))?;
-    names.truncate(n);
+    let dp = proc_path(dst.as_fd());
     for name in names.split(|b| *b == 0).filter(|n| !n.is_empty()) {
-        let name = std::ffi::OsStr::from_bytes_ext(name);
-        let len = match rustix::fs::lgetxattr_query(src, name) {
-            Ok(l) => l,
-            Err(rustix::io::Errno::NODATA) => continue,
-            Err(e) => return Err(UnionError::io("getxattr", src, e.into())),
+        let name = OsStr::from_bytes(name);
+        let value = match read_sized(
+            || rustix::fs::getxattr_query(&sp, name),
+            |buf| rustix::fs::getxattr(&sp, name, buf),
+        ) {
+            Ok(v) => v,
+            Err(e) if e.raw_os_error() == Some(libc::ENODATA) => continue,
+            Err(e) => return Err(UnionError::io("getxattr", &src.real_path, e)),
         };
-        let mut value = vec![0u8; len];
-        let len = rustix::fs::lgetxattr(src, name, &mut value[..])
-            .map_err(|e| UnionError::io("getxattr", src, e.into()))?;
-        value.truncate(len);
-        match rustix::fs::lsetxattr(dst, name, &value, rustix::fs::XattrFlags::empty()) {
+        match rustix::fs::setxattr(&dp, name, &value, rustix::fs::XattrFlags::empty()) {
             Ok(()) => {}
             // Symlinks cannot carry user.* xattrs on Linux.
             Err(rustix::io::Errno::PERM | rustix::io::Errno::OPNOTSUPP) => {
-                tracing::debug!(storage_driver = "aufs", ?dst, ?name, "xattr not copied");
+                tracing::debug!(
+                    storage_driver = "aufs",
+                    ?dst_path,
+                    ?name,
+                    "xattr not copied"
+                );
             }
-            Err(e) => return Err(UnionError::io("setxattr", dst, e.into())),
+            Err(e) => return Err(UnionError::io("setxattr", dst_path, e.into())),
         }
     }
     Ok(())
-}
-
-trait OsStrFromBytes {
-    fn from_bytes_ext(b: &[u8]) -> &Self;
-}
-impl OsStrFromBytes for std::ffi::OsStr {
-    fn from_bytes_ext(b: &[u8]) -> &Self {
-        std::os::unix::ffi::OsStrExt::from_bytes(b)
-    }
 }
 
 /// True when this process may give files to any owner (euid 0).
@@ -135,18 +137,29 @@ pub(crate) fn privileged() -> bool {
     rustix::process::geteuid().is_root()
 }
 
-/// Gives `path` (now owned by `current`) the owner `want`, not following a
-/// symlink. Nothing is done when it has that owner already. A server
-/// running without root cannot give files away: there the entry keeps the
-/// server's ids, as in any unprivileged (rootless) union, and the refusal is
-/// logged rather than failing the operation. As root every failure counts.
-pub(crate) fn set_owner(path: &Path, current: (u32, u32), want: (u32, u32)) -> Result<()> {
+/// Gives pinned `fd` (at `path`, now owned by `current`) the owner `want`.
+/// Nothing is done when it has that owner already. A server running
+/// without root cannot give files away: there the entry keeps the server's
+/// ids, as in any unprivileged (rootless) union, and the refusal is logged
+/// rather than failing the operation. As root every failure counts.
+pub(crate) fn set_owner(
+    fd: &OwnedFd,
+    path: &Path,
+    current: (u32, u32),
+    want: (u32, u32),
+) -> Result<()> {
     if current == want {
         return Ok(());
     }
-    match std::os::unix::fs::lchown(path, Some(want.0), Some(want.1)) {
+    match rustix::fs::chownat(
+        fd,
+        c"",
+        Some(rustix::fs::Uid::from_raw(want.0)),
+        Some(rustix::fs::Gid::from_raw(want.1)),
+        AtFlags::EMPTY_PATH | AtFlags::SYMLINK_NOFOLLOW,
+    ) {
         Ok(()) => Ok(()),
-        Err(e) if e.raw_os_error() == Some(libc::EPERM) && !privileged() => {
+        Err(rustix::io::Errno::PERM) if !privileged() => {
             tracing::debug!(
                 storage_driver = "aufs",
                 ?path,
@@ -156,23 +169,19 @@ pub(crate) fn set_owner(path: &Path, current: (u32, u32), want: (u32, u32)) -> R
             );
             Ok(())
         }
-        Err(e) => Err(UnionError::io("chown", path, e)),
+        Err(e) => Err(UnionError::io("chown", path, e.into())),
     }
 }
 
-/// Sets owner, then mode (chown clears set-id bits), of `dst`.
-pub(crate) fn copy_owner_mode(dst: &Path, md: &Metadata) -> Result<()> {
-    let now = std::fs::symlink_metadata(dst).map_err(|e| UnionError::io("lstat", dst, e))?;
-    set_owner(dst, (now.uid(), now.gid()), (md.uid(), md.gid()))?;
-    if !md.file_type().is_symlink() {
-        std::fs::set_permissions(dst, std::fs::Permissions::from_mode(md.mode() & 0o7777))
-            .map_err(|e| UnionError::io("chmod", dst, e))?;
-    }
-    Ok(())
+/// Sets owner, then mode (chown clears set-id bits), of pinned `dst`.
+pub(crate) fn copy_owner_mode(dst: &OwnedFd, path: &Path, md: &Meta) -> Result<()> {
+    let now = Meta::of(dst).map_err(|e| UnionError::io("lstat", path, e))?;
+    set_owner(dst, path, (now.uid(), now.gid()), (md.uid(), md.gid()))?;
+    set_mode_pinned(dst, md, md.mode()).map_err(|e| UnionError::io("chmod", path, e))
 }
 
-/// Sets access and modification times of `dst` (not followed).
-pub(crate) fn copy_times(dst: &Path, md: &Metadata) -> Result<()> {
+/// Sets access and modification times of pinned `dst`.
+pub(crate) fn copy_times(dst: &OwnedFd, path: &Path, md: &Meta) -> Result<()> {
     let ts = |s: i64, ns: i64| rustix::fs::Timespec {
         tv_sec: s,
         tv_nsec: ns as _,
@@ -181,47 +190,74 @@ pub(crate) fn copy_times(dst: &Path, md: &Metadata) -> Result<()> {
         last_access: ts(md.atime(), md.atime_nsec()),
         last_modification: ts(md.mtime(), md.mtime_nsec()),
     };
-    rustix::fs::utimensat(CWD, dst, &times, AtFlags::SYMLINK_NOFOLLOW)
-        .map_err(|e| UnionError::io("utimensat", dst, e.into()))
+    rustix::fs::utimensat(dst, c"", &times, AtFlags::EMPTY_PATH)
+        .map_err(|e| UnionError::io("utimensat", path, e.into()))
 }
 
-/// Creates at `dst` a copy of `src` (described by `md`): a file with its
+/// Owner, mode, xattrs and times of `src` onto `name` in `dir`, just made.
+pub(crate) fn copy_attrs(
+    src: &Entry,
+    dir: BorrowedFd<'_>,
+    name: &OsStr,
+    path: &Path,
+) -> Result<()> {
+    let dst = pin(dir, name).map_err(|e| UnionError::io("open", path, e))?;
+    copy_owner_mode(&dst, path, &src.metadata)?;
+    copy_xattrs(src, &dst, path)?;
+    copy_times(&dst, path, &src.metadata)
+}
+
+/// Creates `name` in `dir` (at `path`), a copy of `src`: a file with its
 /// data (or empty when `with_data` is false), a symlink, a device, fifo or
 /// socket, or an empty directory; then its attributes.
-pub(crate) fn copy_node(src: &Path, md: &Metadata, dst: &Path, with_data: bool) -> Result<()> {
-    let ft = md.file_type();
-    if ft.is_file() {
-        let out = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(dst)
-            .map_err(|e| UnionError::io("create", dst, e))?;
-        if with_data {
-            let input = std::fs::OpenOptions::new()
-                .read(true)
-                .custom_flags(libc::O_NOFOLLOW)
-                .open(src)
-                .map_err(|e| UnionError::io("open", src, e))?;
-            copy_data(&input, &out, md.len()).map_err(|e| UnionError::io("copy", dst, e))?;
+pub(crate) fn copy_node(
+    src: &Entry,
+    dir: BorrowedFd<'_>,
+    name: &OsStr,
+    path: &Path,
+    with_data: bool,
+) -> Result<()> {
+    let md = &src.metadata;
+    let io = |op: &'static str| move |e: rustix::io::Errno| UnionError::io(op, path, e.into());
+    match md.kind() {
+        EntryKind::File => {
+            let out = File::from(
+                rustix::fs::openat(
+                    dir,
+                    name,
+                    OFlags::WRONLY
+                        | OFlags::CREATE
+                        | OFlags::EXCL
+                        | OFlags::NOFOLLOW
+                        | OFlags::CLOEXEC,
+                    Mode::from_raw_mode(0o600),
+                )
+                .map_err(io("create"))?,
+            );
+            if with_data {
+                let input = src
+                    .open(libc::O_RDONLY)
+                    .map_err(|e| UnionError::io("open", &src.real_path, e))?;
+                copy_data(&input, &out, md.len()).map_err(|e| UnionError::io("copy", path, e))?;
+            }
         }
-    } else if ft.is_dir() {
-        std::fs::create_dir(dst).map_err(|e| UnionError::io("mkdir", dst, e))?;
-    } else if ft.is_symlink() {
-        let target = std::fs::read_link(src).map_err(|e| UnionError::io("readlink", src, e))?;
-        std::os::unix::fs::symlink(&target, dst).map_err(|e| UnionError::io("symlink", dst, e))?;
-    } else {
-        rustix::fs::mknodat(
-            CWD,
-            dst,
+        EntryKind::Dir => {
+            rustix::fs::mkdirat(dir, name, Mode::from_raw_mode(0o700)).map_err(io("mkdir"))?
+        }
+        EntryKind::Symlink => {
+            let target = src
+                .read_link()
+                .map_err(|e| UnionError::io("readlink", &src.real_path, e))?;
+            rustix::fs::symlinkat(&target, dir, name).map_err(io("symlink"))?;
+        }
+        _ => rustix::fs::mknodat(
+            dir,
+            name,
             FileType::from_raw_mode(md.mode()),
             Mode::from_raw_mode(md.mode() & 0o7777),
             md.rdev(),
         )
-        .map_err(|e| UnionError::io("mknod", dst, e.into()))?;
+        .map_err(io("mknod"))?,
     }
-    copy_owner_mode(dst, md)?;
-    copy_xattrs(src, dst)?;
-    copy_times(dst, md)
+    copy_attrs(src, dir, name, path)
 }

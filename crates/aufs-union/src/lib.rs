@@ -8,10 +8,12 @@
 //! into the rw branch, whiteouts on delete and rename. It has no FUSE types:
 //! the FUSE filesystem and in-process readers (diffs of two unions) share it.
 
+mod beneath;
 mod branch;
 mod copy_up;
 mod entry;
 mod error;
+mod meta;
 mod path;
 mod plink;
 mod ro_index;
@@ -23,6 +25,7 @@ mod xino;
 pub use branch::Branch;
 pub use entry::{DirEntry, Entry, EntryKind};
 pub use error::{Result, UnionError};
+pub use meta::Meta;
 pub use view::{UnionView, MAX_NAME_LEN};
 pub use walk::{Walk, WalkEntry};
 pub use write::{NewNode, Owner};

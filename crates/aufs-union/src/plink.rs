@@ -5,9 +5,11 @@
 //! (one inode, the written data) and the layer's diff holds every name.
 
 use crate::branch::Branch;
+use crate::entry::EntryKind;
 use crate::error::{Result, UnionError};
+use crate::meta::Meta;
 use std::collections::HashMap;
-use std::os::unix::fs::MetadataExt;
+use std::os::fd::AsFd;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
@@ -41,27 +43,25 @@ impl LinkIndex {
 /// Walks `branch` and collects the names of regular files with several links.
 fn scan(branch: &Branch) -> Result<Names> {
     let mut names = Names::new();
-    let mut dirs = vec![PathBuf::new()];
-    while let Some(rel) = dirs.pop() {
-        let real = branch.real(&rel);
-        let rd = std::fs::read_dir(&real).map_err(|e| UnionError::io("readdir", &real, e))?;
-        for de in rd {
-            let de = de.map_err(|e| UnionError::io("readdir", &real, e))?;
-            let ft = de
-                .file_type()
-                .map_err(|e| UnionError::io("lstat", de.path(), e))?;
-            if ft.is_dir() {
-                dirs.push(rel.join(de.file_name()));
-            } else if ft.is_file() {
-                let md = de
-                    .metadata()
-                    .map_err(|e| UnionError::io("lstat", de.path(), e))?;
-                if md.nlink() > 1 {
-                    names
-                        .entry(md.ino())
-                        .or_default()
-                        .push(rel.join(de.file_name()));
+    let mut dirs = vec![(PathBuf::new(), branch.root_fd().clone())];
+    while let Some((rel, dir)) = dirs.pop() {
+        let listed = crate::beneath::list(dir.as_fd())
+            .map_err(|e| UnionError::io("readdir", branch.display(&rel), e))?;
+        for de in listed {
+            let path = rel.join(&de.name);
+            let io = |e| UnionError::io("lstat", branch.display(&path), e);
+            match de.kind {
+                EntryKind::Dir => {
+                    let sub = crate::beneath::open_subdir(dir.as_fd(), &de.name).map_err(io)?;
+                    dirs.push((path, Arc::new(sub)));
                 }
+                EntryKind::File => {
+                    let md = Meta::at(dir.as_fd(), &de.name).map_err(io)?;
+                    if md.nlink() > 1 {
+                        names.entry(md.ino()).or_default().push(path);
+                    }
+                }
+                _ => {}
             }
         }
     }
@@ -82,7 +82,7 @@ mod tests {
         std::fs::write(root.join("single"), "y").unwrap();
         let branch = Branch::open(camino::Utf8Path::from_path(root).unwrap(), false).unwrap();
         let names = scan(&branch).unwrap();
-        let ino = std::fs::metadata(root.join("a")).unwrap().ino();
+        let ino = std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(root.join("a")).unwrap());
         let mut got = names[&ino].clone();
         got.sort();
         assert_eq!(got, vec![PathBuf::from("a"), PathBuf::from("d/e/b")]);

@@ -9,8 +9,8 @@ use crate::xino::Xino;
 use aufs_model::whiteout::{classify_bytes, whiteout_target_bytes, NameKind};
 use std::collections::HashMap;
 use std::ffi::OsString;
+use std::os::fd::AsFd;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::DirEntryExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
@@ -90,22 +90,15 @@ struct Part {
 }
 
 fn list_part(branch: &Branch, path: &Path) -> Result<Part> {
-    let real = branch.real(path);
-    let rd = std::fs::read_dir(&real).map_err(|e| UnionError::io("readdir", &real, e))?;
+    let dir = branch.open_dir(path)?;
+    let listed = crate::beneath::list(dir.as_fd())
+        .map_err(|e| UnionError::io("readdir", branch.display(path), e))?;
     let mut part = Part::default();
-    for de in rd {
-        let de = de.map_err(|e| UnionError::io("readdir", &real, e))?;
-        let name = de.file_name();
-        match classify_bytes(name.as_bytes()) {
-            NameKind::Plain => {
-                let ft = de
-                    .file_type()
-                    .map_err(|e| UnionError::io("lstat", real.join(&name), e))?;
-                part.plain
-                    .push((name, EntryKind::from_file_type(ft), de.ino()));
-            }
+    for de in listed {
+        match classify_bytes(de.name.as_bytes()) {
+            NameKind::Plain => part.plain.push((de.name, de.kind, de.ino)),
             NameKind::Whiteout(_) => {
-                if let Some(t) = whiteout_target_bytes(name.as_bytes()) {
+                if let Some(t) = whiteout_target_bytes(de.name.as_bytes()) {
                     part.whiteouts
                         .push(OsString::from(std::ffi::OsStr::from_bytes(t)));
                 }

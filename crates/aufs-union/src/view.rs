@@ -1,11 +1,14 @@
 //! The read side of the union: lookup and merged listings.
 
+use crate::beneath;
 use crate::branch::Branch;
+use crate::entry::At;
 use crate::entry::{DirEntry, Entry, EntryKind};
 use crate::error::{Result, UnionError};
+use crate::meta::Meta;
 use crate::path::components;
 use crate::ro_index::{RoDir, RoIndex};
-use crate::xino::{birth_of, Xino, ROOT_INO};
+use crate::xino::{Xino, ROOT_INO};
 use aufs_model::whiteout::{
     classify_bytes, whiteout_target_bytes, NameKind, WHITEOUT_OPAQUE_DIR, WHITEOUT_PREFIX,
 };
@@ -13,8 +16,8 @@ use camino::Utf8Path;
 use std::collections::{BTreeMap, HashSet};
 use std::ffi::{OsStr, OsString};
 use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{DirEntryExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -62,28 +65,67 @@ pub struct UnionView {
 #[derive(Debug, Clone)]
 pub(crate) struct DirState {
     pub path: PathBuf,
-    pub rw: Option<PathBuf>,
+    pub rw: Option<RwDir>,
     pub ro: Option<Arc<RoDir>>,
+}
+
+/// A directory of the rw branch, held open (`O_PATH`): names in it are
+/// reached with `*at` calls on `fd`, never by a path walked again.
+#[derive(Debug, Clone)]
+pub(crate) struct RwDir {
+    pub fd: Arc<OwnedFd>,
+    /// Its path, for messages.
+    pub real: PathBuf,
+}
+
+impl RwDir {
+    pub(crate) fn fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+
+    /// The path of `name` in it, for messages.
+    pub(crate) fn real(&self, name: &OsStr) -> PathBuf {
+        self.real.join(name)
+    }
+
+    pub(crate) fn exists(&self, name: &OsStr) -> Result<bool> {
+        beneath::exists(self.fd(), name).map_err(|e| UnionError::io("lstat", self.real(name), e))
+    }
+
+    pub(crate) fn at(&self, name: &OsStr) -> At {
+        At::new(self.fd.clone(), name)
+    }
+
+    /// Subdirectory `name`, which must be `expected` (the file a lookup
+    /// saw): `ESTALE` when a rename put another one there since.
+    pub(crate) fn subdir(&self, name: &OsStr, expected: &Meta) -> Result<RwDir> {
+        let real = self.real(name);
+        let fd = beneath::open_subdir(self.fd(), name)
+            .and_then(|fd| {
+                let md = Meta::of(&fd)?;
+                if md.ino() == expected.ino() && md.dev() == expected.dev() {
+                    Ok(fd)
+                } else {
+                    Err(std::io::Error::from_raw_os_error(libc::ESTALE))
+                }
+            })
+            .map_err(|e| UnionError::io("open", &real, e))?;
+        Ok(RwDir {
+            fd: Arc::new(fd),
+            real,
+        })
+    }
 }
 
 /// A lookup result together with the state needed to descend into it.
 #[derive(Debug)]
 pub(crate) struct Found {
     pub entry: Entry,
-    /// The rw directory, when the entry is a directory present in rw.
-    pub rw_dir: Option<PathBuf>,
+    /// True when the entry is a directory present in rw.
+    pub rw_dir: bool,
     /// The read-only chain, when the entry is a directory with a visible
     /// read-only part.
     pub ro_chain: Option<Box<[usize]>>,
-}
-
-pub(crate) fn exists(path: &Path) -> Result<bool> {
-    match std::fs::symlink_metadata(path) {
-        Ok(_) => Ok(true),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
-        Err(e) if e.raw_os_error() == Some(libc::ENOTDIR) => Ok(false),
-        Err(e) => Err(UnionError::io("lstat", path, e)),
-    }
 }
 
 pub(crate) fn whiteout_name(name: &OsStr) -> OsString {
@@ -139,9 +181,12 @@ impl UnionView {
     }
 
     pub(crate) fn root_state(&self) -> Result<DirState> {
-        let rw = self.rw_root().map(|r| r.as_std_path().to_path_buf());
+        let rw = self.rw.map(|i| RwDir {
+            fd: self.branches[i].root_fd().clone(),
+            real: self.branches[i].root.as_std_path().to_path_buf(),
+        });
         let opaque = match &rw {
-            Some(r) => exists(&r.join(WHITEOUT_OPAQUE_DIR))?,
+            Some(r) => r.exists(OsStr::new(WHITEOUT_OPAQUE_DIR))?,
             None => false,
         };
         let ro = if opaque || self.ro_chain.is_empty() {
@@ -164,12 +209,13 @@ impl UnionView {
     fn root_entry(&self) -> Result<Entry> {
         let top = &self.branches[0];
         let real = top.root.as_std_path().to_path_buf();
-        let metadata = std::fs::metadata(&real).map_err(|e| UnionError::io("stat", &real, e))?;
+        let metadata = Meta::of(top.fd()).map_err(|e| UnionError::io("stat", &real, e))?;
         Ok(Entry {
             branch_index: 0,
             real_path: real,
             metadata,
             ino: ROOT_INO,
+            at: At::new(top.root_fd().clone(), OsStr::new(".")),
         })
     }
 
@@ -186,16 +232,16 @@ impl UnionView {
         let ro_entry = dir.ro.as_ref().and_then(|d| d.entries.get(name));
         let path = dir.path.join(name);
         if let (Some(rw_dir), Some(rw_index)) = (&dir.rw, self.rw) {
-            let real = rw_dir.join(name);
-            match std::fs::symlink_metadata(&real) {
+            let real = rw_dir.real(name);
+            match Meta::at(rw_dir.fd(), name) {
                 Ok(metadata) => {
                     let is_dir = metadata.is_dir();
                     let ro_chain = match ro_entry {
                         Some(e)
                             if is_dir
                                 && e.kind == EntryKind::Dir
-                                && !exists(&rw_dir.join(whiteout_name(name)))?
-                                && !exists(&real.join(WHITEOUT_OPAQUE_DIR))? =>
+                                && !rw_dir.exists(&whiteout_name(name))?
+                                && !self.has_opaque_marker(rw_dir, name, &metadata)? =>
                         {
                             Some((e.chain.clone(), e.ino))
                         }
@@ -206,23 +252,24 @@ impl UnionView {
                         None => {
                             self.xino
                                 .rw_ino(self.branches[rw_index].dev, metadata.ino(), || {
-                                    birth_of(&metadata)
+                                    metadata.birth()
                                 })
                         }
                     };
                     return Ok(Some(Found {
                         entry: Entry {
                             branch_index: rw_index,
-                            real_path: real.clone(),
+                            real_path: real,
                             metadata,
                             ino,
+                            at: rw_dir.at(name),
                         },
-                        rw_dir: is_dir.then_some(real),
+                        rw_dir: is_dir,
                         ro_chain: ro_chain.map(|(c, _)| c),
                     }));
                 }
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                    if exists(&rw_dir.join(whiteout_name(name)))? {
+                    if rw_dir.exists(&whiteout_name(name))? {
                         return Ok(None);
                     }
                 }
@@ -232,19 +279,43 @@ impl UnionView {
         let Some(e) = ro_entry else {
             return Ok(None);
         };
-        let real = self.branches[e.branch].real(&path);
+        let branch = &self.branches[e.branch];
+        let real = branch.display(&path);
+        let parent = branch.open_dir(&dir.path)?;
         let metadata =
-            std::fs::symlink_metadata(&real).map_err(|err| UnionError::io("lstat", &real, err))?;
+            Meta::at(parent.as_fd(), name).map_err(|err| UnionError::io("lstat", &real, err))?;
         Ok(Some(Found {
             entry: Entry {
                 branch_index: e.branch,
                 real_path: real,
                 metadata,
                 ino: e.ino,
+                at: At::new(parent, name),
             },
-            rw_dir: None,
+            rw_dir: false,
             ro_chain: (e.kind == EntryKind::Dir).then(|| e.chain.clone()),
         }))
+    }
+
+    /// True when rw directory `name` of `parent` (with attributes `md`)
+    /// holds aufs's opaque marker.
+    fn has_opaque_marker(&self, parent: &RwDir, name: &OsStr, md: &Meta) -> Result<bool> {
+        parent
+            .subdir(name, md)?
+            .exists(OsStr::new(WHITEOUT_OPAQUE_DIR))
+    }
+
+    /// True when rw subdirectory `name` of `parent` holds aufs's opaque
+    /// marker (false when it is gone or no longer a directory).
+    fn rw_subdir_is_opaque(&self, parent: &RwDir, name: &OsStr) -> Result<bool> {
+        match beneath::open_subdir(parent.fd(), name) {
+            Ok(fd) => beneath::exists(fd.as_fd(), OsStr::new(WHITEOUT_OPAQUE_DIR))
+                .map_err(|e| UnionError::io("lstat", parent.real(name), e)),
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT) | Some(libc::ENOTDIR)) => {
+                Ok(false)
+            }
+            Err(e) => Err(UnionError::io("open", parent.real(name), e)),
+        }
     }
 
     /// The state of directory `found` (named `path`), to descend into it.
@@ -253,13 +324,32 @@ impl UnionView {
             Some(chain) if !chain.is_empty() => Some(self.ro_dir(&path, chain)?),
             _ => None,
         };
-        // Children are named from the rw dir's path: near PATH_MAX it is
-        // taken through the branch's short root.
-        let rw = match (&found.rw_dir, self.rw) {
-            (Some(d), Some(i)) => Some(self.branches[i].fit(d.clone())),
-            (d, _) => d.clone(),
+        let rw = if found.rw_dir {
+            Some(self.found_rw_dir(found)?)
+        } else {
+            None
         };
         Ok(DirState { path, rw, ro })
+    }
+
+    /// The rw directory a lookup found, held open.
+    pub(crate) fn found_rw_dir(&self, found: &Found) -> Result<RwDir> {
+        let e = &found.entry;
+        if e.ino == ROOT_INO {
+            return Ok(RwDir {
+                fd: e.at.dir.clone(),
+                real: e.real_path.clone(),
+            });
+        }
+        let parent = RwDir {
+            fd: e.at.dir.clone(),
+            real: e
+                .real_path
+                .parent()
+                .map(Path::to_path_buf)
+                .unwrap_or_default(),
+        };
+        parent.subdir(&e.at.name, &e.metadata)
     }
 
     /// Resolves union directory `path`; `Ok(None)` when it does not exist or
@@ -330,7 +420,7 @@ impl UnionView {
             let state = self.root_state()?;
             return Ok(Some(Found {
                 entry: self.root_entry()?,
-                rw_dir: state.rw,
+                rw_dir: state.rw.is_some(),
                 ro_chain: state.ro.map(|_| self.ro_chain.clone().into_boxed_slice()),
             }));
         };
@@ -362,30 +452,27 @@ impl UnionView {
         let mut hidden: HashSet<OsString> = HashSet::new();
         if let (Some(rw_dir), Some(rw_index)) = (&state.rw, self.rw) {
             let dev = self.branches[rw_index].dev;
-            let rd = std::fs::read_dir(rw_dir).map_err(|e| UnionError::io("readdir", rw_dir, e))?;
+            let listed = beneath::list(rw_dir.fd())
+                .map_err(|e| UnionError::io("readdir", &rw_dir.real, e))?;
             let mut dirs = Vec::new();
-            for de in rd {
-                let de = de.map_err(|e| UnionError::io("readdir", rw_dir, e))?;
-                let name = de.file_name();
+            for de in listed {
+                let name = de.name;
                 match classify_bytes(name.as_bytes()) {
                     NameKind::Plain => {
-                        let ft = de
-                            .file_type()
-                            .map_err(|e| UnionError::io("lstat", rw_dir.join(&name), e))?;
-                        let kind = EntryKind::from_file_type(ft);
+                        let kind = de.kind;
                         if kind == EntryKind::Dir {
                             dirs.push(name.clone());
                         }
+                        let ino = self.xino.rw_ino(dev, de.ino, || {
+                            Meta::at(rw_dir.fd(), &name).map_or((0, 0), |m| m.birth())
+                        });
                         out.insert(
                             name.clone(),
                             DirEntry {
                                 name,
                                 kind,
                                 branch_index: rw_index,
-                                ino: self.xino.rw_ino(dev, de.ino(), || {
-                                    std::fs::symlink_metadata(de.path())
-                                        .map_or((0, 0), |m| birth_of(&m))
-                                }),
+                                ino,
                             },
                         );
                     }
@@ -404,7 +491,7 @@ impl UnionView {
                     if let Some(e) = ro.entries.get(&name) {
                         if e.kind == EntryKind::Dir
                             && !hidden.contains(&name)
-                            && !exists(&rw_dir.join(&name).join(WHITEOUT_OPAQUE_DIR))?
+                            && !self.rw_subdir_is_opaque(rw_dir, &name)?
                         {
                             if let Some(d) = out.get_mut(&name) {
                                 d.ino = e.ino;

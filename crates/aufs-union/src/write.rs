@@ -3,17 +3,19 @@
 //! whiteouts when removed; a directory re-created over a removed one is
 //! opaque.
 
-use crate::copy_up::{copy_node, copy_owner_mode, copy_times, copy_xattrs, set_owner, temp_name};
-use crate::entry::Entry;
+use crate::beneath::{self, pin, proc_path};
+use crate::copy_up::{copy_attrs, copy_node, set_owner, temp_name};
+use crate::entry::{set_mode_pinned, At, Entry, EntryKind};
 use crate::error::{Result, UnionError};
+use crate::meta::Meta;
 use crate::path::{components, split_parent};
-use crate::view::{exists, whiteout_name, DirState, UnionView};
+use crate::view::{whiteout_name, DirState, RwDir, UnionView};
 use aufs_model::whiteout::{classify_bytes, is_reserved, NameKind, WHITEOUT_OPAQUE_DIR};
-use rustix::fs::{FileType, Mode, CWD};
+use rustix::fs::{AtFlags, FileType, Mode, OFlags, CWD};
 use std::ffi::OsStr;
 use std::io;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::MutexGuard;
 
@@ -67,6 +69,16 @@ fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> Uni
     move |e| UnionError::io(op, path, e)
 }
 
+fn errno_err<'a>(
+    op: &'static str,
+    path: &'a Path,
+) -> impl FnOnce(rustix::io::Errno) -> UnionError + 'a {
+    move |e| UnionError::io(op, path, e.into())
+}
+
+/// The write side runs under the view's write lock: names in the rw branch
+/// change only there, so between a lookup and a change made under the same
+/// lock no name can move.
 impl UnionView {
     fn lock_writes(&self, path: &Path) -> Result<MutexGuard<'_, ()>> {
         if self.rw.is_none() {
@@ -92,8 +104,8 @@ impl UnionView {
     }
 
     /// Makes union directory `path` exist in the rw branch (copying up each
-    /// missing directory with its attributes) and returns its real path.
-    fn ensure_rw_dir(&self, path: &Path) -> Result<PathBuf> {
+    /// missing directory with its attributes) and returns it, held open.
+    fn ensure_rw_dir(&self, path: &Path) -> Result<RwDir> {
         // Already in the rw branch: the resolved directory says where.
         if let Some(rw) = self
             .resolve_dir_shared(path)?
@@ -101,12 +113,7 @@ impl UnionView {
         {
             return Ok(rw);
         }
-        let rw_root = self.branches[self.rw_index()]
-            .root
-            .as_std_path()
-            .to_path_buf();
         let mut state = self.root_state()?;
-        let mut real = rw_root;
         for name in components(path)? {
             let child = state.path.join(name);
             let found = self
@@ -117,24 +124,27 @@ impl UnionView {
             if !found.entry.is_dir() {
                 return Err(UnionError::NotADirectory { path: child });
             }
-            real = self.branches[self.rw_index()].fit(real.join(name));
-            let found = if found.rw_dir.is_none() {
-                let md = &found.entry.metadata;
+            let found = if found.rw_dir {
+                found
+            } else {
+                let rw_parent = state.rw.as_ref().ok_or_else(|| UnionError::NotFound {
+                    path: state.path.clone(),
+                })?;
+                let real = rw_parent.real(name);
                 let _changed = DirsChanged(self);
-                std::fs::create_dir(&real).map_err(io_err("mkdir", &real))?;
-                copy_owner_mode(&real, md)?;
-                copy_xattrs(&found.entry.real_path, &real)?;
-                copy_times(&real, md)?;
+                rustix::fs::mkdirat(rw_parent.fd(), name, Mode::from_raw_mode(0o700))
+                    .map_err(errno_err("mkdir", &real))?;
+                copy_attrs(&found.entry, rw_parent.fd(), name, &real)?;
                 self.lookup_in(&state, name)?
                     .ok_or_else(|| UnionError::NotFound {
                         path: child.clone(),
                     })?
-            } else {
-                found
             };
             state = self.descend(child, &found)?;
         }
-        Ok(real)
+        state.rw.ok_or_else(|| UnionError::NotFound {
+            path: path.to_path_buf(),
+        })
     }
 
     /// Makes `path` live in the rw branch, copying it up (data too unless
@@ -178,25 +188,27 @@ impl UnionView {
         } else {
             let (parent, name) = split_parent(path)?;
             let rw_parent = self.ensure_rw_dir(&parent)?;
-            let tmp = rw_parent.join(temp_name());
+            let tmp = temp_name();
+            let tmp = OsStr::new(&tmp);
+            let tmp_real = rw_parent.real(tmp);
             let src = &found.entry;
-            let made = copy_node(&src.real_path, &src.metadata, &tmp, with_data).and_then(|()| {
-                std::fs::rename(&tmp, rw_parent.join(name)).map_err(io_err("rename", &tmp))
+            let made = copy_node(src, rw_parent.fd(), tmp, &tmp_real, with_data).and_then(|()| {
+                rustix::fs::renameat(rw_parent.fd(), tmp, rw_parent.fd(), name)
+                    .map_err(errno_err("rename", &tmp_real))
             });
             if let Err(e) = made {
-                let _ = std::fs::remove_file(&tmp);
+                let _ = beneath::unlink(rw_parent.fd(), tmp);
                 return Err(e);
             }
-            let real = rw_parent.join(name);
+            let real = rw_parent.real(name);
             if src.metadata.nlink() > 1 && src.metadata.is_file() {
-                self.link_other_names(path, src, &real)?;
+                self.link_other_names(path, src, &rw_parent.at(name))?;
             }
             // Every visible name of the lower file now shows the copy: it
             // keeps the lower number.
             if src.metadata.nlink() == 1 || src.metadata.is_file() {
-                let md = std::fs::symlink_metadata(&real).map_err(io_err("lstat", &real))?;
-                self.xino
-                    .record_copy_up(md.ino(), crate::xino::birth_of(&md), src.ino);
+                let md = Meta::at(rw_parent.fd(), name).map_err(io_err("lstat", &real))?;
+                self.xino.record_copy_up(md.ino(), md.birth(), src.ino);
             }
             tracing::debug!(storage_driver = "aufs", ?path, "copied up");
         }
@@ -208,7 +220,7 @@ impl UnionView {
     /// aufs pseudo-links, flushed: every other name under which the union
     /// shows lower file `src` (just copied up from `path` to `copy`) becomes
     /// a hard link to `copy` in the rw branch.
-    fn link_other_names(&self, path: &Path, src: &Entry, copy: &Path) -> Result<()> {
+    fn link_other_names(&self, path: &Path, src: &Entry, copy: &At) -> Result<()> {
         let branch = &self.branches[src.branch_index];
         let others = self
             .links
@@ -226,8 +238,15 @@ impl UnionView {
             }
             let (parent, name) = split_parent(other)?;
             let rw_parent = self.ensure_rw_dir(&parent)?;
-            let link = rw_parent.join(name);
-            std::fs::hard_link(copy, &link).map_err(io_err("link", &link))?;
+            let link = rw_parent.real(name);
+            rustix::fs::linkat(
+                copy.dir(),
+                &copy.name,
+                rw_parent.fd(),
+                name,
+                AtFlags::empty(),
+            )
+            .map_err(errno_err("link", &link))?;
             tracing::debug!(storage_driver = "aufs", ?path, ?other, "pseudo-link");
         }
         Ok(())
@@ -266,91 +285,99 @@ impl UnionView {
     pub fn create(&self, path: &Path, node: NewNode<'_>, owner: Option<Owner>) -> Result<Entry> {
         let (_guard, parent, name) = self.claim_new_name(path)?;
         let rw_parent = self.ensure_rw_dir(&parent)?;
-        let _changed = matches!(node, NewNode::Dir { .. }).then(|| DirsChanged(self));
-        let real = rw_parent.join(name);
-        let wh = rw_parent.join(whiteout_name(name));
-        let had_whiteout = exists(&wh)?;
+        let dir = rw_parent.fd();
+        let is_dir = matches!(node, NewNode::Dir { .. });
+        let _changed = is_dir.then(|| DirsChanged(self));
+        let real = rw_parent.real(name);
+        let wh = whiteout_name(name);
+        let had_whiteout = rw_parent.exists(&wh)?;
         let mode = match node {
             NewNode::File { mode } => {
-                std::fs::OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .mode(mode & 0o7777)
-                    .custom_flags(libc::O_NOFOLLOW)
-                    .open(&real)
-                    .map_err(io_err("create", &real))?;
+                rustix::fs::openat(
+                    dir,
+                    name,
+                    OFlags::WRONLY
+                        | OFlags::CREATE
+                        | OFlags::EXCL
+                        | OFlags::NOFOLLOW
+                        | OFlags::CLOEXEC,
+                    Mode::from_raw_mode(mode & 0o7777),
+                )
+                .map_err(errno_err("create", &real))?;
                 Some(mode)
             }
             NewNode::Dir { mode } => {
-                std::fs::create_dir(&real).map_err(io_err("mkdir", &real))?;
+                rustix::fs::mkdirat(dir, name, Mode::from_raw_mode(mode & 0o7777))
+                    .map_err(errno_err("mkdir", &real))?;
                 Some(mode)
             }
             NewNode::Symlink { target } => {
-                std::os::unix::fs::symlink(target, &real).map_err(io_err("symlink", &real))?;
+                rustix::fs::symlinkat(target, dir, name).map_err(errno_err("symlink", &real))?;
                 None
             }
             NewNode::Special { mode, rdev } => {
                 rustix::fs::mknodat(
-                    CWD,
-                    &real,
+                    dir,
+                    name,
                     FileType::from_raw_mode(mode),
                     Mode::from_raw_mode(mode & 0o7777),
                     rdev,
                 )
-                .map_err(|e| UnionError::io("mknod", &real, e.into()))?;
+                .map_err(errno_err("mknod", &real))?;
                 Some(mode)
             }
         };
         let finish = || -> Result<()> {
             // As made by this process: its ids, or the group of a set-gid
             // parent (which the kernel gave it already).
-            let made = std::fs::symlink_metadata(&real).map_err(io_err("lstat", &real))?;
+            let fd = pin(dir, name).map_err(io_err("open", &real))?;
+            let made = Meta::of(&fd).map_err(io_err("lstat", &real))?;
             let mut changed = false;
             if let Some(owner) = owner {
                 let want = (owner.uid, owner_gid(owner, made.gid(), &rw_parent)?);
                 changed |= (made.uid(), made.gid()) != want;
-                set_owner(&real, (made.uid(), made.gid()), want)?;
+                set_owner(&fd, &real, (made.uid(), made.gid()), want)?;
             }
             if let Some(mode) = mode {
                 let mut bits = mode & 0o7777;
-                if matches!(node, NewNode::Dir { .. }) {
+                if is_dir {
                     // A directory keeps the set-gid bit its parent gave it.
                     bits |= made.mode() & libc::S_ISGID;
                 }
                 // A chown clears set-id bits: set the mode again after one.
                 if changed || made.mode() & 0o7777 != bits {
-                    std::fs::set_permissions(&real, std::fs::Permissions::from_mode(bits))
-                        .map_err(io_err("chmod", &real))?;
+                    set_mode_pinned(&fd, &made, bits).map_err(io_err("chmod", &real))?;
                 }
             }
             if had_whiteout {
-                if matches!(node, NewNode::Dir { .. }) {
-                    make_marker(&real.join(WHITEOUT_OPAQUE_DIR))?;
+                if is_dir {
+                    let new_dir = beneath::open_subdir(dir, name).map_err(io_err("open", &real))?;
+                    make_marker(new_dir.as_fd(), OsStr::new(WHITEOUT_OPAQUE_DIR), &real)?;
                 }
-                std::fs::remove_file(&wh).map_err(io_err("unlink", &wh))?;
+                beneath::unlink(dir, &wh).map_err(io_err("unlink", &rw_parent.real(&wh)))?;
             }
             Ok(())
         };
         if let Err(e) = finish() {
-            let _ = if matches!(node, NewNode::Dir { .. }) {
-                std::fs::remove_dir_all(&real)
+            let _ = if is_dir {
+                beneath::remove_tree(dir, name)
             } else {
-                std::fs::remove_file(&real)
+                beneath::unlink(dir, name)
             };
             return Err(e);
         }
         // A new entry shows nothing of the read-only branches (a directory
         // created over a removed one is opaque): its own number is its
         // union number.
-        let metadata = std::fs::symlink_metadata(&real).map_err(io_err("lstat", &real))?;
-        Ok(self.new_rw_entry(real, metadata))
+        let metadata = Meta::at(dir, name).map_err(io_err("lstat", &real))?;
+        Ok(self.new_rw_entry(real, metadata, rw_parent.at(name)))
     }
 
     /// The entry of a file just made in the rw branch (at `real_path`, or
     /// unnamed in that directory), with `metadata` its `lstat`: its own
     /// number is its union number, and a record left by an earlier file of
     /// that inode number is stale.
-    fn new_rw_entry(&self, real_path: PathBuf, metadata: std::fs::Metadata) -> Entry {
+    fn new_rw_entry(&self, real_path: PathBuf, metadata: Meta, at: At) -> Entry {
         self.xino.forget(metadata.ino());
         let ino = self
             .xino
@@ -360,6 +387,7 @@ impl UnionView {
             real_path,
             metadata,
             ino,
+            at,
         }
     }
 
@@ -376,9 +404,16 @@ impl UnionView {
         }
         let src_entry = self.copy_up_locked(src, true)?;
         let rw_parent = self.ensure_rw_dir(&parent)?;
-        let real = rw_parent.join(name);
-        std::fs::hard_link(&src_entry.real_path, &real).map_err(io_err("link", &real))?;
-        remove_if_exists(&rw_parent.join(whiteout_name(name)))?;
+        let real = rw_parent.real(name);
+        rustix::fs::linkat(
+            src_entry.at.dir(),
+            &src_entry.at.name,
+            rw_parent.fd(),
+            name,
+            AtFlags::empty(),
+        )
+        .map_err(errno_err("link", &real))?;
+        remove_if_exists(&rw_parent, &whiteout_name(name))?;
         self.lookup(dst)?.ok_or_else(|| UnionError::NotFound {
             path: dst.to_path_buf(),
         })
@@ -399,14 +434,21 @@ impl UnionView {
     ) -> Result<(std::fs::File, Entry)> {
         let _guard = self.lock_writes(dir)?;
         let rw_dir = self.ensure_rw_dir(dir)?;
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .mode(mode & 0o7777)
-            .custom_flags(libc::O_TMPFILE | (flags & libc::O_EXCL))
-            .open(&rw_dir)
-            .map_err(io_err("open O_TMPFILE", &rw_dir))?;
-        let made = file.metadata().map_err(io_err("fstat", &rw_dir))?;
+        let excl = if flags & libc::O_EXCL != 0 {
+            OFlags::EXCL
+        } else {
+            OFlags::empty()
+        };
+        let file = std::fs::File::from(
+            rustix::fs::openat(
+                rw_dir.fd(),
+                c".",
+                OFlags::RDWR | OFlags::TMPFILE | OFlags::CLOEXEC | excl,
+                Mode::from_raw_mode(mode & 0o7777),
+            )
+            .map_err(errno_err("open O_TMPFILE", &rw_dir.real))?,
+        );
+        let made = Meta::of(&file).map_err(io_err("fstat", &rw_dir.real))?;
         let want = match owner {
             Some(o) => Some((o.uid, owner_gid(o, made.gid(), &rw_dir)?)),
             None => None,
@@ -418,16 +460,18 @@ impl UnionView {
                     Some(rustix::fs::Uid::from_raw(want.0)),
                     Some(rustix::fs::Gid::from_raw(want.1)),
                 )
-                .map_err(|e| UnionError::io("fchown", &rw_dir, e.into()))?;
+                .map_err(errno_err("fchown", &rw_dir.real))?;
                 // A chown clears set-id bits: set the mode again.
                 rustix::fs::fchmod(&file, Mode::from_raw_mode(mode & 0o7777))
-                    .map_err(|e| UnionError::io("fchmod", &rw_dir, e.into()))?;
-                file.metadata().map_err(io_err("fstat", &rw_dir))?
+                    .map_err(errno_err("fchmod", &rw_dir.real))?;
+                Meta::of(&file).map_err(io_err("fstat", &rw_dir.real))?
             }
             // Nothing changed since the first fstat.
             _ => made,
         };
-        let entry = self.new_rw_entry(rw_dir, metadata);
+        let named =
+            Entry::nameless(self.rw_index(), &file, 0).map_err(io_err("open", &rw_dir.real))?;
+        let entry = self.new_rw_entry(rw_dir.real.clone(), metadata, named.at);
         Ok((file, entry))
     }
 
@@ -437,14 +481,18 @@ impl UnionView {
     pub fn link_unnamed(&self, file: &std::fs::File, dst: &Path) -> Result<Entry> {
         let (_guard, parent, name) = self.claim_new_name(dst)?;
         let rw_parent = self.ensure_rw_dir(&parent)?;
-        let real = rw_parent.join(name);
+        let real = rw_parent.real(name);
         // `AT_EMPTY_PATH` would need CAP_DAC_READ_SEARCH; the descriptor's
         // procfs link works for any caller that holds it.
-        use std::os::fd::AsRawFd;
-        let proc = PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd()));
-        rustix::fs::linkat(CWD, &proc, CWD, &real, rustix::fs::AtFlags::SYMLINK_FOLLOW)
-            .map_err(|e| UnionError::io("link", &real, e.into()))?;
-        remove_if_exists(&rw_parent.join(whiteout_name(name)))?;
+        rustix::fs::linkat(
+            CWD,
+            proc_path(file.as_fd()),
+            rw_parent.fd(),
+            name,
+            AtFlags::SYMLINK_FOLLOW,
+        )
+        .map_err(errno_err("link", &real))?;
+        remove_if_exists(&rw_parent, &whiteout_name(name))?;
         self.lookup(dst)?.ok_or_else(|| UnionError::NotFound {
             path: dst.to_path_buf(),
         })
@@ -466,13 +514,14 @@ impl UnionView {
         }
         if lower_has(&state, name) {
             let rw_parent = self.ensure_rw_dir(&parent)?;
-            make_marker(&rw_parent.join(whiteout_name(name)))?;
+            let wh = whiteout_name(name);
+            make_marker(rw_parent.fd(), &wh, &rw_parent.real(&wh))?;
         }
         if found.entry.branch_index == self.rw_index() {
-            let real = &found.entry.real_path;
-            std::fs::remove_file(real).map_err(io_err("unlink", real))?;
-            if found.entry.metadata.nlink() == 1 {
-                self.xino.forget(found.entry.metadata.ino());
+            let e = &found.entry;
+            beneath::unlink(e.at.dir(), &e.at.name).map_err(io_err("unlink", &e.real_path))?;
+            if e.metadata.nlink() == 1 {
+                self.xino.forget(e.metadata.ino());
             }
         }
         Ok(())
@@ -502,11 +551,14 @@ impl UnionView {
         }
         if lower_has(&state, name) {
             let rw_parent = self.ensure_rw_dir(&parent)?;
-            make_marker(&rw_parent.join(whiteout_name(name)))?;
+            let wh = whiteout_name(name);
+            make_marker(rw_parent.fd(), &wh, &rw_parent.real(&wh))?;
         }
-        if let Some(rw_dir) = &found.rw_dir {
+        if let Some(rw_dir) = &child.rw {
             clear_hidden(rw_dir, path)?;
-            std::fs::remove_dir(rw_dir).map_err(io_err("rmdir", rw_dir))?;
+            let e = &found.entry;
+            rustix::fs::unlinkat(e.at.dir(), &e.at.name, AtFlags::REMOVEDIR)
+                .map_err(errno_err("rmdir", &e.real_path))?;
         }
         Ok(())
     }
@@ -537,6 +589,7 @@ impl UnionView {
                 path: dst.to_path_buf(),
             });
         }
+        let mut d_rw_dir = None;
         if let Some(d) = &d_found {
             if noreplace {
                 return Err(UnionError::Exists {
@@ -555,6 +608,7 @@ impl UnionView {
                         path: dst.to_path_buf(),
                     });
                 }
+                d_rw_dir = dstate.rw;
             } else if s_is_dir {
                 return Err(UnionError::NotADirectory {
                     path: dst.to_path_buf(),
@@ -569,27 +623,33 @@ impl UnionView {
         }
         let s_lower = lower_has(&s_state, s_name);
         let d_lower = lower_has(&d_state, d_name);
-        let s_real = if s_is_dir {
-            s_found.entry.real_path.clone()
+        let s_entry = if s_is_dir {
+            s_found.entry
         } else {
-            self.copy_up_locked(src, true)?.real_path
+            self.copy_up_locked(src, true)?
         };
         let d_parent_rw = self.ensure_rw_dir(&d_parent)?;
-        let d_real = d_parent_rw.join(d_name);
-        let d_wh = d_parent_rw.join(whiteout_name(d_name));
-        if let Some(d) = &d_found {
-            if let Some(rw_dir) = &d.rw_dir {
-                clear_hidden(rw_dir, dst)?;
-            }
+        let d_real = d_parent_rw.real(d_name);
+        let d_wh = whiteout_name(d_name);
+        if let Some(rw_dir) = &d_rw_dir {
+            clear_hidden(rw_dir, dst)?;
         }
-        if s_is_dir && (d_lower || exists(&d_wh)?) {
-            make_marker(&s_real.join(WHITEOUT_OPAQUE_DIR))?;
+        if s_is_dir && (d_lower || d_parent_rw.exists(&d_wh)?) {
+            let s_dir = beneath::open_subdir(s_entry.at.dir(), &s_entry.at.name)
+                .map_err(io_err("open", &s_entry.real_path))?;
+            make_marker(
+                s_dir.as_fd(),
+                OsStr::new(WHITEOUT_OPAQUE_DIR),
+                &s_entry.real_path,
+            )?;
         }
-        std::fs::rename(&s_real, &d_real).map_err(io_err("rename", &s_real))?;
-        remove_if_exists(&d_wh)?;
+        rustix::fs::renameat(s_entry.at.dir(), &s_entry.at.name, d_parent_rw.fd(), d_name)
+            .map_err(|e| UnionError::io("rename", &d_real, e.into()))?;
+        remove_if_exists(&d_parent_rw, &d_wh)?;
         if s_lower {
             let s_parent_rw = self.ensure_rw_dir(&s_parent)?;
-            make_marker(&s_parent_rw.join(whiteout_name(s_name)))?;
+            let wh = whiteout_name(s_name);
+            make_marker(s_parent_rw.fd(), &wh, &s_parent_rw.real(&wh))?;
         }
         Ok(())
     }
@@ -602,31 +662,31 @@ fn lower_has(dir: &DirState, name: &OsStr) -> bool {
         .is_some_and(|r| r.entries.contains_key(name))
 }
 
-/// Creates an empty whiteout or opaque marker (mode 0444, as aufs's).
-fn make_marker(path: &Path) -> Result<()> {
-    match std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o444)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(path)
-    {
+/// Creates an empty whiteout or opaque marker `name` in `dir` (mode 0444,
+/// as aufs's); `path` names it in messages.
+fn make_marker(dir: BorrowedFd<'_>, name: &OsStr, path: &Path) -> Result<()> {
+    match rustix::fs::openat(
+        dir,
+        name,
+        OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::from_raw_mode(0o444),
+    ) {
         Ok(_) => Ok(()),
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
-        Err(e) => Err(UnionError::io("create", path, e)),
+        Err(rustix::io::Errno::EXIST) => Ok(()),
+        Err(e) => Err(UnionError::io("create", path, e.into())),
     }
 }
 
 /// The group of a new entry of `owner` that the kernel made with group
-/// `made` in real directory `parent`: the parent's group when it is
-/// set-gid, as the kernel does, else the owner's.
-fn owner_gid(owner: Owner, made: u32, parent: &Path) -> Result<u32> {
+/// `made` in rw directory `parent`: the parent's group when it is set-gid,
+/// as the kernel does, else the owner's.
+fn owner_gid(owner: Owner, made: u32, parent: &RwDir) -> Result<u32> {
     // With the caller's group already (the common case) the parent's
     // set-gid bit cannot change the answer.
     if made == owner.gid {
         return Ok(owner.gid);
     }
-    let parent_md = std::fs::metadata(parent).map_err(io_err("stat", parent))?;
+    let parent_md = Meta::of(parent.fd()).map_err(io_err("stat", &parent.real))?;
     Ok(if parent_md.mode() & libc::S_ISGID != 0 {
         parent_md.gid()
     } else {
@@ -634,31 +694,29 @@ fn owner_gid(owner: Owner, made: u32, parent: &Path) -> Result<u32> {
     })
 }
 
-fn remove_if_exists(path: &Path) -> Result<()> {
-    match std::fs::remove_file(path) {
+fn remove_if_exists(dir: &RwDir, name: &OsStr) -> Result<()> {
+    match beneath::unlink(dir.fd(), name) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(UnionError::io("unlink", path, e)),
+        Err(e) => Err(UnionError::io("unlink", dir.real(name), e)),
     }
 }
 
 /// Empties a rw directory that looks empty in the union: only whiteouts and
 /// aufs metadata may be left in it.
-fn clear_hidden(dir: &Path, union_path: &Path) -> Result<()> {
-    for de in std::fs::read_dir(dir).map_err(io_err("readdir", dir))? {
-        let de = de.map_err(io_err("readdir", dir))?;
-        let name = de.file_name();
-        if classify_bytes(name.as_bytes()) == NameKind::Plain {
+fn clear_hidden(dir: &RwDir, union_path: &Path) -> Result<()> {
+    let listed = beneath::list(dir.fd()).map_err(io_err("readdir", &dir.real))?;
+    for de in listed {
+        if classify_bytes(de.name.as_bytes()) == NameKind::Plain {
             return Err(UnionError::NotEmpty {
                 path: union_path.to_path_buf(),
             });
         }
-        let p = de.path();
-        let is_dir = de.file_type().map_err(io_err("lstat", &p))?.is_dir();
-        if is_dir {
-            std::fs::remove_dir_all(&p).map_err(io_err("rmdir", &p))?;
+        let p = dir.real(&de.name);
+        if de.kind == EntryKind::Dir {
+            beneath::remove_tree(dir.fd(), &de.name).map_err(io_err("rmdir", &p))?;
         } else {
-            std::fs::remove_file(&p).map_err(io_err("unlink", &p))?;
+            beneath::unlink(dir.fd(), &de.name).map_err(io_err("unlink", &p))?;
         }
     }
     Ok(())

@@ -17,7 +17,6 @@ use std::io::{self, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, RwLock};
-use std::time::UNIX_EPOCH;
 
 /// The inode number of the union root (FUSE's root node id).
 pub const ROOT_INO: u64 = 1;
@@ -49,17 +48,6 @@ fn mix(dev: u64, ino: u64) -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     z ^ (z >> 31)
-}
-
-/// The birth time of a file, from its metadata.
-pub(crate) fn birth_of(md: &std::fs::Metadata) -> Birth {
-    match md.created() {
-        Ok(t) => match t.duration_since(UNIX_EPOCH) {
-            Ok(d) => (d.as_secs() as i64, u64::from(d.subsec_nanos())),
-            Err(e) => (-(e.duration().as_secs() as i64), 0),
-        },
-        Err(_) => (0, 0),
-    }
 }
 
 fn encode(rw_ino: u64, c: CopiedUp) -> [u8; RECORD] {

@@ -5,7 +5,6 @@
 
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::MetadataExt;
 
 use aufs_archive::{
     apply_layer, changes_between_views, changes_size_view, export_changes_view, Change, UnionView,
@@ -25,15 +24,15 @@ pub fn materialize(view: &UnionView, dst: &Utf8Path) {
         let w = w.unwrap();
         let target = dst.as_std_path().join(&w.path);
         let md = &w.entry.metadata;
-        let ft = md.file_type();
-        if ft.is_dir() {
+        if md.is_dir() {
             fs::create_dir(&target).unwrap();
-            dirs.push((target.clone(), times_of(md)));
-        } else if ft.is_symlink() {
-            std::os::unix::fs::symlink(fs::read_link(&w.entry.real_path).unwrap(), &target)
-                .unwrap();
-        } else if ft.is_file() {
-            fs::copy(&w.entry.real_path, &target).unwrap();
+            dirs.push((target.clone(), view_times(md)));
+        } else if md.is_symlink() {
+            std::os::unix::fs::symlink(w.entry.read_link().unwrap(), &target).unwrap();
+        } else if md.is_file() {
+            let mut src = w.entry.open(0 /* O_RDONLY */).unwrap();
+            let mut dst = fs::File::create(&target).unwrap();
+            std::io::copy(&mut src, &mut dst).unwrap();
         } else {
             panic!("unexpected entry type at {:?}", w.path);
         }
@@ -45,14 +44,14 @@ pub fn materialize(view: &UnionView, dst: &Utf8Path) {
             AtFlags::SYMLINK_NOFOLLOW,
         )
         .unwrap();
-        if !ft.is_symlink() {
+        if !md.is_symlink() {
             rustix::fs::chmod(&target, Mode::from_raw_mode(md.mode() & 0o7777)).unwrap();
         }
-        if !ft.is_dir() {
+        if !md.is_dir() {
             rustix::fs::utimensat(
                 rustix::fs::CWD,
                 &target,
-                &times_of(md),
+                &view_times(md),
                 AtFlags::SYMLINK_NOFOLLOW,
             )
             .unwrap();
@@ -61,6 +60,20 @@ pub fn materialize(view: &UnionView, dst: &Utf8Path) {
     // Directory times last: filling a directory changes its mtime.
     for (d, t) in dirs.into_iter().rev() {
         rustix::fs::utimensat(rustix::fs::CWD, &d, &t, AtFlags::empty()).unwrap();
+    }
+}
+
+/// The access and modification times of a union entry.
+fn view_times(md: &aufs_union::Meta) -> Timestamps {
+    Timestamps {
+        last_access: Timespec {
+            tv_sec: md.atime(),
+            tv_nsec: md.atime_nsec(),
+        },
+        last_modification: Timespec {
+            tv_sec: md.mtime(),
+            tv_nsec: md.mtime_nsec(),
+        },
     }
 }
 
@@ -228,7 +241,13 @@ fn a_symlinked_directory_in_a_layer_is_not_followed() {
             !tar.windows(11).any(|w| w == b"secret data"),
             "data from outside the branch was exported"
         ),
-        Err(e) => assert!(e.to_string().contains("branch directory"), "{e}"),
+        // Refused by the export's own resolution, or already by the
+        // union's (`ELOOP`: no symlink is followed on the way).
+        Err(e) => assert!(
+            e.to_string().contains("branch directory")
+                || e.to_string().contains("Too many levels of symbolic links"),
+            "{e}"
+        ),
     }
 }
 
