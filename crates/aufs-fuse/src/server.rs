@@ -225,6 +225,20 @@ pub(crate) fn mount_config(label: &str) -> Config {
     config
 }
 
+/// Raises the soft limit of open files to the hard one: the union keeps
+/// resolved directories open (see `aufs_union::UnionView`), and sizes that
+/// cache by this limit.
+fn raise_open_file_limit() {
+    use rustix::process::{getrlimit, setrlimit, Resource};
+    let mut lim = getrlimit(Resource::Nofile);
+    if lim.current < lim.maximum {
+        lim.current = lim.maximum;
+        if let Err(e) = setrlimit(Resource::Nofile, lim) {
+            tracing::debug!(storage_driver = "aufs", error = %e, "open file limit not raised");
+        }
+    }
+}
+
 fn serve(args: &ServerArgs) -> Result<(), FuseError> {
     // Leave the launcher's session and process group: its end is not ours.
     let _ = rustix::process::setsid();
@@ -239,6 +253,7 @@ fn serve(args: &ServerArgs) -> Result<(), FuseError> {
             }
         })?;
     }
+    raise_open_file_limit();
     let ro: Vec<&Utf8Path> = args.ro.iter().map(|p| p.as_path()).collect();
     let union_err = |source| FuseError::Union {
         target: args.target.clone(),

@@ -29,6 +29,20 @@ pub const MAX_NAME_LEN: usize = 251;
 /// Resolved directories kept at most; the cache starts over past this.
 const DIR_CACHE_MAX: usize = 65_536;
 
+/// Each cached directory holds a descriptor of its rw part: the cache may
+/// take at most this share of the process's open-file limit.
+const DIR_CACHE_FD_SHARE: u64 = 4;
+
+/// How many resolved directories this process can afford to keep open.
+fn dir_cache_max() -> usize {
+    let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile)
+        .current
+        .unwrap_or(u64::MAX);
+    usize::try_from(limit / DIR_CACHE_FD_SHARE)
+        .unwrap_or(usize::MAX)
+        .clamp(64, DIR_CACHE_MAX)
+}
+
 /// An aufs union of real branch directories: one optional read-write branch
 /// over read-only branches, nearest first.
 ///
@@ -58,6 +72,8 @@ pub struct UnionView {
     /// Bumped after every change that can alter a resolved directory (a
     /// directory copied up, created, removed, renamed or made opaque).
     generation: AtomicU64,
+    /// Size of `dir_cache` past which it is pruned.
+    dir_cache_max: usize,
 }
 
 /// A directory of the union, resolved: where its rw part is, and its
@@ -158,6 +174,7 @@ impl UnionView {
             write_lock: Mutex::new(()),
             dir_cache: RwLock::new(std::collections::HashMap::new()),
             generation: AtomicU64::new(0),
+            dir_cache_max: dir_cache_max(),
         })
     }
 
@@ -385,8 +402,12 @@ impl UnionView {
         }
         let state = Arc::new(state);
         let mut cache = self.dir_cache.write().unwrap_or_else(|e| e.into_inner());
-        if cache.len() >= DIR_CACHE_MAX {
-            cache.clear();
+        if cache.len() >= self.dir_cache_max {
+            // Stale generations first (their descriptors close with them).
+            cache.retain(|_, (g, _)| *g == generation);
+            if cache.len() >= self.dir_cache_max {
+                cache.clear();
+            }
         }
         cache.insert(path.to_path_buf(), (generation, state.clone()));
         Ok(Some(state))
@@ -517,5 +538,34 @@ impl UnionView {
             }
         }
         Ok(out.into_values().collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Cached directories hold descriptors: the cache stays within its
+    /// bound however many directories are resolved, and every one still
+    /// resolves after a pruning.
+    #[test]
+    fn the_directory_cache_keeps_within_its_descriptor_budget() {
+        let dir = tempfile::tempdir().unwrap();
+        let rw = camino::Utf8Path::from_path(dir.path()).unwrap();
+        for i in 0..300 {
+            std::fs::create_dir(rw.join(format!("d{i}"))).unwrap();
+        }
+        let mut view = UnionView::open(Some(rw), &[]).unwrap();
+        view.dir_cache_max = 64;
+        for round in 0..2 {
+            for i in 0..300 {
+                let p = PathBuf::from(format!("d{i}"));
+                let state = view.resolve_dir_shared(&p).unwrap();
+                assert!(state.is_some_and(|s| s.rw.is_some()), "round {round}: d{i}");
+                let cached = view.dir_cache.read().unwrap().len();
+                assert!(cached <= 64, "{cached} directories cached");
+            }
+            view.dirs_changed();
+        }
     }
 }
