@@ -150,6 +150,13 @@ impl FuseBackend {
             .ok()
     }
 
+    /// True when the server of `target` is running (its pid file names a
+    /// live process). A mount whose server died answers from the kernel's
+    /// caches for a while, so this, not a `stat`, tells.
+    pub fn server_alive(&self, target: &Utf8Path) -> bool {
+        self.server_pid(target).is_some_and(pid_alive)
+    }
+
     fn fuse_mounts(&self) -> io::Result<Vec<MountInfo>> {
         Ok(ProcSelfMountInfo
             .mounts()?
@@ -226,24 +233,16 @@ impl FuseBackend {
             .to_string())
     }
 
-    fn recover_stale(&self, target: &Utf8Path) -> io::Result<()> {
-        let mp = mount_point_of(target);
-        if is_stale(&mp) {
-            tracing::warn!(storage_driver = "aufs", %target, "union server gone, detaching its mount");
-            rustix::mount::unmount(&mp, UnmountFlags::DETACH)?;
-            let _ = std::fs::remove_file(self.pid_path(target));
-        }
-        Ok(())
-    }
-}
-
-impl UnionBackend for FuseBackend {
-    fn kind(&self) -> BackendKind {
-        BackendKind::Fuse
-    }
-
-    fn mount(&self, spec: &UnionSpec) -> io::Result<()> {
-        let target = &spec.target;
+    /// Mounts a union of `rw` (none: a read-only union, mounted read-only)
+    /// over `ro` at `target`; returns once the server reports it live.
+    fn start(
+        &self,
+        rw: Option<Utf8PathBuf>,
+        ro: &[Utf8PathBuf],
+        target: &Utf8Path,
+        label: &str,
+    ) -> io::Result<()> {
+        let target = &target.to_owned();
         std::fs::create_dir_all(&self.state_dir)?;
         self.recover_stale(target)?;
         if self.is_mounted(target)? {
@@ -253,13 +252,13 @@ impl UnionBackend for FuseBackend {
             ));
         }
         let args = ServerArgs {
-            rw: Some(spec.rw.clone()),
-            ro: spec.ro.clone(),
+            xino: rw.as_ref().map(|_| self.xino_path(target)),
+            rw,
+            ro: ro.to_vec(),
             target: target.clone(),
             log: Some(self.log_path(target)),
             pid_file: Some(self.pid_path(target)),
-            xino: Some(self.xino_path(target)),
-            label: spec.mount_label.clone(),
+            label: label.to_owned(),
             foreground: false,
         };
         let log = std::fs::OpenOptions::new()
@@ -307,6 +306,37 @@ impl UnionBackend for FuseBackend {
             self.log_path(target),
             self.log_tail(target)
         )))
+    }
+
+    /// Mounts the read-only union of `ro` (nearest first) at `target`,
+    /// read-only and `noatime`: the lower part of a stacked mount.
+    pub fn mount_read_only(&self, ro: &[Utf8PathBuf], target: &Utf8Path) -> io::Result<()> {
+        self.start(None, ro, target, "")
+    }
+
+    fn recover_stale(&self, target: &Utf8Path) -> io::Result<()> {
+        let mp = mount_point_of(target);
+        if is_stale(&mp) {
+            tracing::warn!(storage_driver = "aufs", %target, "union server gone, detaching its mount");
+            rustix::mount::unmount(&mp, UnmountFlags::DETACH)?;
+            let _ = std::fs::remove_file(self.pid_path(target));
+        }
+        Ok(())
+    }
+}
+
+impl UnionBackend for FuseBackend {
+    fn kind(&self) -> BackendKind {
+        BackendKind::Fuse
+    }
+
+    fn mount(&self, spec: &UnionSpec) -> io::Result<()> {
+        self.start(
+            Some(spec.rw.clone()),
+            &spec.ro,
+            &spec.target,
+            &spec.mount_label,
+        )
     }
 
     fn unmount(&self, target: &Utf8Path) -> io::Result<()> {

@@ -6,6 +6,9 @@
 //!   from whoever started it.
 //! - [`FuseBackend`]: the driver's [`aufs_ports::UnionBackend`], starting one
 //!   server per mount through a [`Launcher`].
+//! - [`StackedBackend`]: kernel overlayfs over a read-only FUSE view of a
+//!   layer's parents, so writes run at kernel speed; the diff dir stays in
+//!   aufs form at rest.
 
 mod backend;
 mod error;
@@ -13,10 +16,13 @@ mod fs;
 mod io_mode;
 mod killpriv;
 mod nodes;
+mod overlay_form;
 pub mod server;
+mod stacked;
 mod stats;
 
 pub use backend::{FuseBackend, Launcher};
 pub use error::FuseError;
 pub use fs::UnionFs;
+pub use stacked::{StackMode, StackedBackend};
 pub use stats::STATS_ENV;

@@ -198,7 +198,12 @@ fn init_logging(args: &ServerArgs) -> Result<(), FuseError> {
 }
 
 /// The mount options of a union mount.
-pub(crate) fn mount_config(label: &str) -> Config {
+///
+/// A union with no rw branch is mounted read-only and `noatime`: on a
+/// read-only superblock the kernel keeps the attributes it has after a read
+/// instead of asking again (it drops a FUSE file's atime after every read
+/// otherwise), which is what a read-only view stacked under overlayfs needs.
+pub(crate) fn mount_config(label: &str, read_only: bool) -> Config {
     let mut config = Config::default();
     config.mount_options = vec![
         MountOption::FSName(FS_NAME.into()),
@@ -206,8 +211,13 @@ pub(crate) fn mount_config(label: &str) -> Config {
         MountOption::DefaultPermissions,
         MountOption::Dev,
         MountOption::Suid,
-        MountOption::RW,
     ];
+    if read_only {
+        config.mount_options.push(MountOption::RO);
+        config.mount_options.push(MountOption::NoAtime);
+    } else {
+        config.mount_options.push(MountOption::RW);
+    }
     if !label.is_empty() {
         config
             .mount_options
@@ -266,7 +276,7 @@ fn serve(args: &ServerArgs) -> Result<(), FuseError> {
     let session = Session::new(
         UnionFs::new(view).with_stats(crate::stats::Stats::enabled_by_env()),
         args.target.as_std_path(),
-        &mount_config(&args.label),
+        &mount_config(&args.label, args.rw.is_none()),
     )
     .map_err(|source| FuseError::Mount {
         target: args.target.clone(),
