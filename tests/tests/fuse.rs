@@ -8,9 +8,10 @@
 mod support;
 
 use aufs_driver::{Driver, DriverConfig, Ports};
-use aufs_fuse::{FuseBackend, Launcher};
+use aufs_fuse::{FuseBackend, Launcher, StackMode, StackedBackend};
 use aufs_linux::FlockLocks;
 use aufs_model::LayerId;
+use aufs_ports::UnionBackend;
 use aufs_tests::{driver_suite, graphtest, Rig};
 use camino::{Utf8Path, Utf8PathBuf};
 use std::sync::Arc;
@@ -21,26 +22,47 @@ use support::{fuse_mounted_at, Tmpfs};
 /// dir, `<tmpfs>/fuse` the servers' logs and pid files.
 #[derive(Debug)]
 struct FuseOnTmpfs {
-    backend: Arc<FuseBackend>,
+    backend: Arc<dyn UnionBackend>,
     locks: FlockLocks,
     tmpfs: Tmpfs,
+    /// Layers with a writable top are kernel overlayfs over a read-only
+    /// FUSE view (`StackedBackend`), not full FUSE unions.
+    stacked: bool,
 }
 
 impl FuseOnTmpfs {
     fn new() -> Option<Self> {
+        Self::with(false)
+    }
+
+    /// The rig with the stacked backend (`<tmpfs>/aufs/stack` its state).
+    fn stacked() -> Option<Self> {
+        Self::with(true)
+    }
+
+    fn with(stacked: bool) -> Option<Self> {
         if let Some(reason) = support::no_fuse_reason() {
             support::skip("FuseOnTmpfs", reason);
             return None;
         }
         let server = support::union_server();
-        let tmpfs = Tmpfs::mount(false);
+        // Device nodes: overlayfs whiteouts are character devices.
+        let tmpfs = Tmpfs::mount(stacked);
+        let fuse = FuseBackend::new(Launcher::new(server, Vec::new()), tmpfs.join("fuse"));
+        let backend: Arc<dyn UnionBackend> = if stacked {
+            Arc::new(StackedBackend::new(
+                fuse,
+                tmpfs.root().join("stack"),
+                StackMode::Stacked,
+            ))
+        } else {
+            Arc::new(fuse)
+        };
         Some(FuseOnTmpfs {
-            backend: Arc::new(FuseBackend::new(
-                Launcher::new(server, Vec::new()),
-                tmpfs.join("fuse"),
-            )),
+            backend,
             locks: FlockLocks::new(tmpfs.lock_dir()).expect("lock dir"),
             tmpfs,
+            stacked,
         })
     }
 
@@ -82,7 +104,6 @@ impl Drop for FuseOnTmpfs {
             }
         }
         // Whatever the driver did not know of (a test's own mounts).
-        use aufs_ports::UnionBackend;
         if let Err(e) = self.backend.unmount_all_under(&self.tmpfs.mountpoint) {
             eprintln!("unmounting unions under {}: {e}", self.tmpfs.mountpoint);
         }
@@ -98,7 +119,11 @@ impl Rig for FuseOnTmpfs {
         support::real_ports(self.backend.clone(), &self.locks)
     }
     fn is_mounted(&self, path: &Utf8Path) -> bool {
-        fuse_mounted_at(path)
+        if self.stacked {
+            support::mounted_at(path, |t| t == "overlay") || fuse_mounted_at(path)
+        } else {
+            fuse_mounted_at(path)
+        }
     }
     fn path_exists(&self, path: &Utf8Path) -> bool {
         std::fs::symlink_metadata(path).is_ok()
@@ -113,15 +138,20 @@ mod fuse_on_tmpfs {
     driver_suite!(rig_or_skip!(FuseOnTmpfs::new()));
 }
 
+mod stacked_on_tmpfs {
+    use super::*;
+    driver_suite!(rig_or_skip!(FuseOnTmpfs::stacked()));
+}
+
 /// Expands to one `#[test]` per graphtest case, each on a fresh
 /// [`FuseOnTmpfs`]: `name => case(extra args)`.
 macro_rules! graphtest_on_fuse {
-    ($($(#[$attr:meta])* $name:ident => $case:ident($($arg:expr),*);)*) => {
+    ($rig:ident: $($(#[$attr:meta])* $name:ident => $case:ident($($arg:expr),*);)*) => {
         $(
             $(#[$attr])*
             #[test]
             fn $name() {
-                let rig = rig_or_skip!(FuseOnTmpfs::new());
+                let rig = rig_or_skip!(FuseOnTmpfs::$rig());
                 graphtest::$case(&rig.driver() $(, $arg)*);
             }
         )*
@@ -131,7 +161,29 @@ macro_rules! graphtest_on_fuse {
 mod graphtest_on_fuse {
     use super::*;
 
-    graphtest_on_fuse! {
+    graphtest_on_fuse! { new:
+        create_empty => driver_test_create_empty();
+        create_base => driver_test_create_base();
+        create_snap => driver_test_create_snap();
+        /// As moby's overlay2 `TestOverlay128LayerRead`.
+        deep_layer_read_128 => driver_test_deep_layer_read(128);
+        echo => driver_test_echo();
+        /// As moby's overlay2 `TestOverlayDiffApply10Files`.
+        diff_apply_10_files => driver_test_diff_apply(10);
+        /// Ten directories of files.
+        diff_apply_1000_files => driver_test_diff_apply(1000);
+        changes => driver_test_changes();
+        /// The grandparent has no parent: only the top is a union.
+        diff_from_grandparent => driver_test_diff_from_ancestor(false);
+        /// The grandparent is a union too: two unions are compared.
+        diff_from_grandparent_on_a_base => driver_test_diff_from_ancestor(true);
+    }
+}
+
+mod graphtest_on_stacked {
+    use super::*;
+
+    graphtest_on_fuse! { stacked:
         create_empty => driver_test_create_empty();
         create_base => driver_test_create_base();
         create_snap => driver_test_create_snap();

@@ -10,6 +10,7 @@ use camino::Utf8Path;
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, ResolveFlags, Stat};
 
 use crate::error::{lossy, ArchiveError, Result};
+use crate::overlay_form;
 use crate::walk::{open_dir, read_names};
 
 /// The kind of a change, ordered as Docker's constants (Modify, Add, Delete).
@@ -137,6 +138,23 @@ fn lstat_at(dir: BorrowedFd<'_>, rel: &[u8]) -> Option<Stat> {
     rustix::fs::statat(&parent, &rel[slash + 1..], AtFlags::SYMLINK_NOFOLLOW).ok()
 }
 
+/// Whether directory `rel` below `dir` is opaque in overlay form (a lower
+/// layer mounted stacked right now).
+fn lower_overlay_opaque(dir: BorrowedFd<'_>, rel: &[u8]) -> bool {
+    let (parent, name) = match rel.iter().rposition(|b| *b == b'/') {
+        Some(i) => (&rel[..i], &rel[i + 1..]),
+        None => return overlay_form::is_opaque(dir, rel),
+    };
+    rustix::fs::openat2(
+        dir,
+        parent,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+        ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS,
+    )
+    .is_ok_and(|p| overlay_form::is_opaque(p.as_fd(), name))
+}
+
 fn is_dir(st: &Stat) -> bool {
     FileType::from_raw_mode(st.st_mode) == FileType::Directory
 }
@@ -173,7 +191,8 @@ impl Walker<'_> {
         for &i in visible {
             let fd = self.lowers[i].as_fd();
             if let Some(st) = lstat_at(fd, &rel) {
-                return Some(st);
+                // A lower layer mounted stacked right now: a whiteout.
+                return (!overlay_form::is_whiteout(&st)).then_some(st);
             }
             if lstat_at(fd, &wh_rel).is_some() {
                 return None;
@@ -195,7 +214,10 @@ impl Walker<'_> {
                 Some(st) if is_dir(&st) => {
                     out.push(i);
                     // An opaque dir, or a whiteout beside the dir, hides the lower layers' copies.
-                    if has_opaque(fd, &rel) || lstat_at(fd, &wh_rel).is_some() {
+                    if has_opaque(fd, &rel)
+                        || lower_overlay_opaque(fd, &rel)
+                        || lstat_at(fd, &wh_rel).is_some()
+                    {
                         break;
                     }
                 }
@@ -239,7 +261,12 @@ impl Walker<'_> {
             let Some(st) = lstat_at(fd, &name) else {
                 continue;
             };
-            if let Some(target) = whiteout_target_bytes(&name) {
+            let target = if overlay_form::is_whiteout(&st) {
+                Some(name.as_slice())
+            } else {
+                whiteout_target_bytes(&name)
+            };
+            if let Some(target) = target {
                 let parent = rel.to_vec();
                 self.push_parent_modify(&parent, &mut parent_recorded);
                 self.out
@@ -248,7 +275,9 @@ impl Walker<'_> {
             }
             let child_rel = join(rel, &name);
             let child_is_dir = is_dir(&st);
-            let opaque = child_is_dir && has_opaque(fd, &name);
+            // The upper layer may be mounted stacked right now (overlay form).
+            let opaque =
+                child_is_dir && (has_opaque(fd, &name) || overlay_form::is_opaque(fd, &name));
             let lower = self.lookup(rel, &name, &visible);
             let kind = match &lower {
                 None => Some(ChangeKind::Add),

@@ -5,12 +5,13 @@ use std::fs::File;
 use std::io::{self, BufWriter, Read, Write};
 use std::os::fd::{AsFd, BorrowedFd};
 
-use aufs_model::whiteout::{WHITEOUT_META_PREFIX, WHITEOUT_OPAQUE_DIR};
+use aufs_model::whiteout::{WHITEOUT_META_PREFIX, WHITEOUT_OPAQUE_DIR, WHITEOUT_PREFIX};
 use camino::Utf8Path;
 use rustix::fs::{FileType, Mode, OFlags};
 
 use crate::error::{lossy, ArchiveError, Result};
 use crate::fsops::proc_path;
+use crate::overlay_form;
 use crate::walk::{open_dir, walk, Step};
 
 const BLOCK: usize = 512;
@@ -34,13 +35,56 @@ pub fn export_diff(diff_dir: &Utf8Path, out: impl Write) -> Result<u64> {
         {
             return Ok(Step::Skip);
         }
+        // A layer mounted stacked right now is in overlay form: its
+        // whiteouts and opaque dirs go out as the aufs markers they become.
+        if overlay_form::is_whiteout(e.stat) {
+            let mut rel = e.rel[..e.rel.len() - e.name.len()].to_vec();
+            rel.extend_from_slice(WHITEOUT_PREFIX.as_bytes());
+            rel.extend_from_slice(e.name);
+            write_marker(&mut w, rel, e.stat, diff_dir)?;
+            return Ok(Step::Skip);
+        }
         let written = write_entry(
             &mut w, &mut links, e.parent, e.name, e.rel, e.stat, diff_dir,
         )?;
+        if written
+            && e.file_type() == FileType::Directory
+            && overlay_form::is_opaque(e.parent, e.name)
+        {
+            let mut rel = e.rel.to_vec();
+            rel.push(b'/');
+            rel.extend_from_slice(WHITEOUT_OPAQUE_DIR.as_bytes());
+            write_marker(&mut w, rel, e.stat, diff_dir)?;
+        }
         Ok(if written { Step::Descend } else { Step::Skip })
     })?;
     w.finish()
         .map_err(|e| ArchiveError::io("writing tar", diff_dir, e))
+}
+
+/// Writes an aufs whiteout or opaque marker at `rel`: an empty file, mode
+/// 0444 as the union makes them, with the owner and time of what stands
+/// for it in overlay form.
+fn write_marker<W: Write>(
+    w: &mut TarWriter<W>,
+    rel: Vec<u8>,
+    stat: &rustix::fs::Stat,
+    root_path: &Utf8Path,
+) -> Result<()> {
+    let h = HeaderInfo {
+        name: rel,
+        link: Vec::new(),
+        typeflag: b'0',
+        mode: 0o444,
+        uid: u64::from(stat.st_uid),
+        gid: u64::from(stat.st_gid),
+        mtime: stat.st_mtime.max(0) as u64,
+        size: 0,
+        dev: (0, 0),
+        xattrs: Vec::new(),
+    };
+    w.header(&h)
+        .map_err(|e| ArchiveError::io("writing tar", root_path, e))
 }
 
 /// First path seen of every multiply-linked inode, so later ones become link entries.

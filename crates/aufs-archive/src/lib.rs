@@ -28,6 +28,7 @@ mod export;
 mod fsops;
 mod mapped;
 mod numeric;
+mod overlay_form;
 mod pipe;
 mod reader;
 mod recording;

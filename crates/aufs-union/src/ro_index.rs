@@ -5,11 +5,12 @@
 use crate::branch::Branch;
 use crate::entry::EntryKind;
 use crate::error::{Result, UnionError};
+use crate::meta::Meta;
 use crate::xino::Xino;
 use aufs_model::whiteout::{classify_bytes, whiteout_target_bytes, NameKind};
 use std::collections::HashMap;
 use std::ffi::OsString;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
@@ -89,13 +90,38 @@ struct Part {
     opaque: bool,
 }
 
+/// Whether directory `dir` is opaque in overlay form
+/// (`trusted.overlay.opaque=y`).
+///
+/// A layer mounted stacked right now (kernel overlayfs over a read-only
+/// view of its parents) is in overlay form until its unmount: a whiteout is
+/// a character device 0/0, an opaque directory carries that xattr. A child
+/// of such a layer mounted at the same time reads it in either form. A
+/// character device 0/0 is no device, so nothing real is hidden.
+fn overlay_opaque(dir: BorrowedFd<'_>) -> bool {
+    let mut v = [0u8; 4];
+    matches!(
+        rustix::fs::getxattr(crate::beneath::proc_path(dir), "trusted.overlay.opaque", &mut v[..]),
+        Ok(1) if v[0] == b'y'
+    )
+}
+
 fn list_part(branch: &Branch, path: &Path) -> Result<Part> {
     let dir = branch.open_dir(path)?;
     let listed = crate::beneath::list(dir.as_fd())
         .map_err(|e| UnionError::io("readdir", branch.display(path), e))?;
-    let mut part = Part::default();
+    let mut part = Part {
+        opaque: overlay_opaque(dir.as_fd()),
+        ..Part::default()
+    };
     for de in listed {
         match classify_bytes(de.name.as_bytes()) {
+            NameKind::Plain
+                if de.kind == EntryKind::CharDevice
+                    && Meta::at(dir.as_fd(), &de.name).is_ok_and(|m| m.rdev() == 0) =>
+            {
+                part.whiteouts.push(de.name);
+            }
             NameKind::Plain => part.plain.push((de.name, de.kind, de.ino)),
             NameKind::Whiteout(_) => {
                 if let Some(t) = whiteout_target_bytes(de.name.as_bytes()) {
