@@ -36,12 +36,17 @@ pub struct Cli {
 /// `--backend`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Backend {
-    /// Kernel aufs where /proc/filesystems lists it, else the FUSE union.
+    /// Kernel aufs where /proc/filesystems lists it; else a layer with a
+    /// writable top is kernel overlayfs over a read-only FUSE view of its
+    /// parents where the kernel allows it, and a full FUSE union otherwise.
     Auto,
     /// Kernel aufs only.
     Kernel,
-    /// The FUSE union.
+    /// The full FUSE union for every mount.
     Fuse,
+    /// Kernel overlayfs over a read-only FUSE view (an error where the
+    /// kernel refuses it).
+    Stacked,
 }
 
 impl From<Backend> for BackendChoice {
@@ -49,7 +54,7 @@ impl From<Backend> for BackendChoice {
         match b {
             Backend::Auto => BackendChoice::Auto,
             Backend::Kernel => BackendChoice::Kernel,
-            Backend::Fuse => BackendChoice::Fuse,
+            Backend::Fuse | Backend::Stacked => BackendChoice::Fuse,
         }
     }
 }

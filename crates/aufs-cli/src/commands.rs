@@ -29,11 +29,13 @@ pub fn run(cli: &Cli) -> Result<(), Failure> {
                     "mount_backend": s.mount_backend.as_str(),
                     "supports_d_type": s.supports_d_type,
                     "supports_xattrs": s.supports_xattrs,
+                    "union_mode": union_mode(cli, s.mount_backend),
                 }));
             } else {
                 for (k, v) in s.pairs() {
                     println!("{k}: {v}");
                 }
+                println!("Union Mode: {}", union_mode(cli, s.mount_backend));
             }
         }
         Command::Create { id, parent } => {
@@ -321,4 +323,14 @@ fn legacy(cli: &Cli, command: &LegacyCommand) -> Result<(), Failure> {
         } => aufs_image::DockerRoot::open(utf8(docker_root)?)?.export(image, utf8(output)?)?,
     }
     Ok(())
+}
+
+/// How a layer with a writable top is mounted, for `status`.
+fn union_mode(cli: &Cli, backend: aufs_ports::BackendKind) -> &'static str {
+    match (backend, cli.backend) {
+        (aufs_ports::BackendKind::Kernel, _) => "kernel aufs",
+        (_, crate::cli::Backend::Fuse) => "fuse",
+        (_, crate::cli::Backend::Stacked) => "stacked (kernel overlayfs over a read-only FUSE view)",
+        _ => "stacked (kernel overlayfs over a read-only FUSE view) where the kernel allows it, else fuse",
+    }
 }

@@ -1,11 +1,11 @@
 //! The one place where real adapters are plugged into the driver.
 
-use crate::cli::Cli;
+use crate::cli::{Backend, Cli};
 use crate::Failure;
 use aufs_driver::kernel::KernelAufs;
 use aufs_driver::support::{self, BackendChoice};
 use aufs_driver::{Driver, DriverConfig, Ports, RefStore};
-use aufs_fuse::{FuseBackend, Launcher};
+use aufs_fuse::{FuseBackend, Launcher, StackMode, StackedBackend};
 use aufs_linux::{FlockLocks, LinuxFilesystem, LinuxHost, LinuxMounter};
 use aufs_ports::{BackendKind, Filesystem, Host, SystemClock, UnionBackend};
 use camino::Utf8PathBuf;
@@ -28,18 +28,19 @@ pub fn open_driver(cli: &Cli) -> Result<Driver, Failure> {
             host.clone(),
             Arc::new(SystemClock),
         )),
-        BackendKind::Fuse => {
-            let exe = std::env::current_exe().map_err(|e| {
-                Failure::Error(format!(
-                    "cannot find this program to run the union server: {e}"
-                ))
-            })?;
-            Arc::new(FuseBackend::new(
-                Launcher::new(exe, vec![UNION_SERVER_ARG.into()]),
-                root.join("fuse"),
-            ))
-        }
+        BackendKind::Fuse => match cli.backend {
+            Backend::Fuse => Arc::new(fuse_backend(&root)?),
+            Backend::Stacked => Arc::new(stacked_backend(&root, StackMode::Stacked)?),
+            _ => Arc::new(stacked_backend(&root, StackMode::Auto)?),
+        },
     };
+    // Layers a crash left in overlay form go back to aufs form before
+    // anything reads them, whichever backend this command uses.
+    if root.join("stack").is_dir() {
+        stacked_backend(&root, StackMode::Auto)?
+            .recover()
+            .map_err(|e| Failure::Error(format!("recovering stacked mounts under {root}: {e}")))?;
+    }
     // The root must exist before its lock and server state dirs; Init
     // creates the rest.
     for dir in [root.clone(), root.join("fuse")] {
@@ -59,6 +60,29 @@ pub fn open_driver(cli: &Cli) -> Result<Driver, Failure> {
             locks: Arc::new(locks),
         },
     )?)
+}
+
+/// The FUSE backend: one union server per mount, state in `<root>/fuse`.
+fn fuse_backend(root: &camino::Utf8Path) -> Result<FuseBackend, Failure> {
+    let exe = std::env::current_exe().map_err(|e| {
+        Failure::Error(format!(
+            "cannot find this program to run the union server: {e}"
+        ))
+    })?;
+    Ok(FuseBackend::new(
+        Launcher::new(exe, vec![UNION_SERVER_ARG.into()]),
+        root.join("fuse"),
+    ))
+}
+
+/// The stacked backend (kernel overlayfs over a read-only FUSE view),
+/// state in `<root>/stack`.
+fn stacked_backend(root: &camino::Utf8Path, mode: StackMode) -> Result<StackedBackend, Failure> {
+    Ok(StackedBackend::new(
+        fuse_backend(root)?,
+        root.join("stack"),
+        mode,
+    ))
 }
 
 fn absolute_root(root: &camino::Utf8Path) -> Result<Utf8PathBuf, Failure> {

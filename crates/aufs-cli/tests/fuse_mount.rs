@@ -1,5 +1,6 @@
-//! `aufsctl mount` with the FUSE union, for real (root and /dev/fuse needed;
-//! the tests say why they skip otherwise).
+//! `aufsctl mount` with the FUSE union (`--backend fuse`) and with the
+//! default, stacked mount, for real (root and /dev/fuse needed; the tests
+//! say why they skip otherwise).
 
 mod common;
 
@@ -70,7 +71,7 @@ fn union_of_layers_through_the_cli() {
     if !can_mount() {
         return;
     }
-    let c = Mounts(Ctl::new());
+    let c = Mounts(Ctl::new().with_backend("fuse"));
     c.ok(&["create", "base"]);
     std::fs::write(c.diff("base").join("keep"), "base keep\n").unwrap();
     std::fs::write(c.diff("base").join("gone"), "base gone\n").unwrap();
@@ -143,7 +144,7 @@ fn rm_and_cleanup_unmount() {
     if !can_mount() {
         return;
     }
-    let c = Mounts(Ctl::new());
+    let c = Mounts(Ctl::new().with_backend("fuse"));
     c.ok(&["create", "a"]);
     c.ok(&["create-rw", "b", "--parent", "a"]);
     c.ok(&["create-rw", "c", "--parent", "a"]);
@@ -166,7 +167,7 @@ fn crashed_server_is_detected_and_recovered() {
     if !can_mount() {
         return;
     }
-    let c = Mounts(Ctl::new());
+    let c = Mounts(Ctl::new().with_backend("fuse"));
     c.ok(&["create", "a"]);
     std::fs::write(c.diff("a").join("f"), "x").unwrap();
     c.ok(&["create-rw", "b", "--parent", "a"]);
@@ -201,4 +202,60 @@ fn crashed_server_is_detected_and_recovered() {
     c.ok(&["unmount", "b"]);
     c.ok(&["unmount", "b"]);
     assert!(!mounted(&m));
+}
+
+/// The default mount on a kernel without aufs: overlayfs over a read-only
+/// FUSE view. While mounted the diff dir is in overlay form; after the
+/// unmount, and after a crash at the next command, it is in aufs form.
+#[test]
+fn stacked_by_default_and_back_to_aufs_form_after_a_crash() {
+    if !can_mount() {
+        return;
+    }
+    let c = Mounts(Ctl::new());
+    c.ok(&["create", "a"]);
+    std::fs::write(c.diff("a").join("f"), "x").unwrap();
+    std::fs::write(c.diff("a").join("g"), "y").unwrap();
+    c.ok(&["create-rw", "b", "--parent", "a"]);
+    let status = c.ok(&["status"]);
+    assert!(status.contains("Union Mode: stacked"), "{status}");
+    let m = PathBuf::from(c.ok(&["mount", "b"]).trim_end());
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(
+        info.lines()
+            .any(|l| l.split(' ').nth(4) == m.to_str() && l.contains(" - overlay ")),
+        "mnt/b is an overlayfs mount"
+    );
+    std::fs::write(m.join("new"), "n").unwrap();
+    std::fs::remove_file(m.join("g")).unwrap();
+    // The unmount puts the diff dir back in aufs form.
+    c.ok(&["unmount", "b"]);
+    assert!(!mounted(&m));
+    assert!(c.diff("b").join(".wh.g").is_file());
+    assert_eq!(
+        std::fs::read_to_string(c.diff("b").join("new")).unwrap(),
+        "n"
+    );
+    // Mounted again, then everything killed: the next command converts back.
+    let m = PathBuf::from(c.ok(&["mount", "b"]).trim_end());
+    std::fs::remove_file(m.join("f")).unwrap();
+    for pid in server_pids(&c.root) {
+        Command::new("kill")
+            .args(["-9", &pid.to_string()])
+            .status()
+            .unwrap();
+    }
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    c.ok(&["ls"]);
+    assert!(
+        c.diff("b").join(".wh.f").is_file(),
+        "whiteout back in aufs form"
+    );
+    assert!(c.diff("b").join(".wh.g").is_file());
+    assert!(!c.root.join("stack/b/overlay-form").exists());
+    assert!(!mounted(&m), "the dead stacked mount is gone");
+    let m = PathBuf::from(c.ok(&["mount", "b"]).trim_end());
+    assert!(!m.join("f").exists() && !m.join("g").exists());
+    assert_eq!(std::fs::read_to_string(m.join("new")).unwrap(), "n");
+    c.ok(&["unmount", "b"]);
 }

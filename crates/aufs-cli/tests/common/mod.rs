@@ -10,6 +10,8 @@ pub struct Ctl {
     _tmp: tempfile::TempDir,
     /// The `--root` passed to every command.
     pub root: PathBuf,
+    /// The `--backend` passed to every command, if any.
+    backend: Option<&'static str>,
 }
 
 impl Ctl {
@@ -17,7 +19,17 @@ impl Ctl {
     pub fn new() -> Self {
         let tmp = tempfile::tempdir().unwrap();
         let root = tmp.path().join("aufs");
-        Ctl { _tmp: tmp, root }
+        Ctl {
+            _tmp: tmp,
+            root,
+            backend: None,
+        }
+    }
+
+    /// Every command with `--backend BACKEND`.
+    pub fn with_backend(mut self, backend: &'static str) -> Self {
+        self.backend = Some(backend);
+        self
     }
 
     /// `aufsctl --root ROOT`, with no environment that changes its behaviour.
@@ -27,6 +39,9 @@ impl Ctl {
             .arg(&self.root)
             .env_remove("AUFSCTL_ROOT")
             .env_remove("AUFSCTL_LOG");
+        if let Some(b) = self.backend {
+            c.arg("--backend").arg(b);
+        }
         c
     }
 
