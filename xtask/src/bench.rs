@@ -1,6 +1,6 @@
 //! The benchmark groups.
 
-use crate::measure::{compare, report, sh, Contender, Outcome};
+use crate::measure::{compare, json, report, sh, Contender, Outcome};
 #[path = "bench_archive.rs"]
 mod bench_archive;
 #[path = "bench_fuse.rs"]
@@ -12,6 +12,10 @@ struct Options {
     only: Option<String>,
     /// Only the workloads whose name contains this (the `fuse` group).
     workload: Option<String>,
+    /// Where to write every figure as JSON.
+    json: Option<PathBuf>,
+    /// One round of each workload on a smaller tree.
+    quick: bool,
 }
 
 fn parse(args: &[String]) -> Result<Options, String> {
@@ -19,6 +23,8 @@ fn parse(args: &[String]) -> Result<Options, String> {
         runs: 5,
         only: None,
         workload: None,
+        json: None,
+        quick: false,
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -31,6 +37,8 @@ fn parse(args: &[String]) -> Result<Options, String> {
             }
             "--only" => o.only = Some(it.next().ok_or("--only needs a group")?.clone()),
             "--workload" => o.workload = Some(it.next().ok_or("--workload needs a name")?.clone()),
+            "--json" => o.json = Some(PathBuf::from(it.next().ok_or("--json needs a file")?)),
+            "--quick" => o.quick = true,
             other => return Err(format!("unknown argument {other}")),
         }
     }
@@ -57,7 +65,10 @@ fn bench_dir() -> PathBuf {
 
 /// Runs the selected groups and prints (and saves) the report.
 pub fn run(args: &[String]) -> Result<(), String> {
-    let o = parse(args)?;
+    let mut o = parse(args)?;
+    if o.quick {
+        o.runs = 1;
+    }
     std::fs::create_dir_all(bench_dir()).map_err(|e| e.to_string())?;
     sh(&format!(
         "cd {} && cargo build --release -q -p aufs-cli",
@@ -74,6 +85,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
             &aufsctl(),
             o.runs,
             o.workload.as_deref(),
+            o.quick,
         )?);
     }
     if want("archive") {
@@ -84,6 +96,10 @@ pub fn run(args: &[String]) -> Result<(), String> {
     let out = bench_dir().join("results.md");
     std::fs::write(&out, &table).map_err(|e| e.to_string())?;
     eprintln!("saved {}", out.display());
+    if let Some(path) = &o.json {
+        std::fs::write(path, json(&outcomes)).map_err(|e| format!("{}: {e}", path.display()))?;
+        eprintln!("saved {}", path.display());
+    }
     Ok(())
 }
 

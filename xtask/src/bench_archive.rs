@@ -269,12 +269,13 @@ pub fn bench_archive(bench: &Path, runs: usize) -> Result<Vec<Outcome>, String> 
     )?;
     // Shipped (durable) against durable peers first, then against the peers
     // as is; the runs without sync against the peers as is.
-    let pick = |ours: usize, peers: &[usize]| Outcome {
-        name: all.name.clone(),
-        medians: std::iter::once(ours)
-            .chain(peers.iter().copied())
-            .map(|i| all.medians[i].clone())
-            .collect(),
+    let pick = |ours: usize, peers: &[usize]| {
+        let order: Vec<usize> = std::iter::once(ours).chain(peers.iter().copied()).collect();
+        Outcome {
+            name: all.name.clone(),
+            medians: order.iter().map(|&i| all.medians[i].clone()).collect(),
+            spread: order.iter().map(|&i| all.spread[i]).collect(),
+        }
     };
     let shipped_peers: Vec<usize> = durable.iter().chain(&plain).copied().collect();
     let mut outcomes = vec![pick(0, &shipped_peers), pick(1, &plain), pick(2, &plain)];

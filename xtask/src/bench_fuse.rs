@@ -1,8 +1,10 @@
-//! The `fuse` group: our FUSE union (`aufsctl mount`) against kernel
-//! overlayfs and fuse-overlayfs on the same branches, a Debian rootfs split
-//! into 16 and 128 layers. Every contender is mounted afresh before each
-//! run (untimed) and caches are dropped, so every run is cold, including
-//! the servers' own caches.
+//! The `fuse` group: our FUSE union (`aufsctl --backend fuse mount`) and
+//! our stacked mount (`--backend stacked`: kernel overlayfs over a
+//! read-only FUSE view) against kernel overlayfs and fuse-overlayfs on the
+//! same branches, a Debian rootfs split into 16 and 128 layers (`--quick`:
+//! its `/etc` and `/usr/share` in 8). Every contender is mounted afresh
+//! before each run (untimed) and caches are dropped, so every run is cold,
+//! including the servers' own caches.
 
 use crate::measure::{compare, sh, Contender, Outcome};
 use crate::rootfs::{drop_ext4, fresh_ext4, q, rootfs};
@@ -10,6 +12,24 @@ use std::path::{Path, PathBuf};
 
 /// Layer counts compared.
 const DEPTHS: [usize; 2] = [16, 128];
+
+/// Layer count of a `--quick` run.
+const QUICK_DEPTH: usize = 8;
+
+/// `/etc` and `/usr/share` of the rootfs (hard links), for `--quick`.
+fn small_rootfs(dir: &Path, rootfs: &Path) -> Result<PathBuf, String> {
+    let small = dir.join("rootfs-small");
+    if !small.join(".complete").exists() {
+        let tmp = dir.join("rootfs-small.tmp");
+        sh(&format!(
+            "rm -rf {t} {s} && mkdir -p {t}/usr && cp -al {r}/etc {t}/ && cp -al {r}/usr/share {t}/usr/ && touch {t}/.complete && mv {t} {s}",
+            t = q(&tmp),
+            s = q(&small),
+            r = q(rootfs)
+        ))?;
+    }
+    Ok(small)
+}
 
 /// The shared rootfs and a GNU-format tar of it (once).
 fn rootfs_and_tar(dir: &Path) -> Result<PathBuf, String> {
@@ -75,8 +95,14 @@ fn split(src: &Path, diffs: &[PathBuf]) -> Result<(), String> {
 
 /// An aufs root with `depth` read-only layers holding the rootfs and one rw
 /// layer `top` over them; built once.
-fn layered(dir: &Path, ctl: &Path, rootfs: &Path, depth: usize) -> Result<PathBuf, String> {
-    let root = dir.join(format!("aufs-{depth}"));
+fn layered(
+    dir: &Path,
+    ctl: &Path,
+    rootfs: &Path,
+    depth: usize,
+    tag: &str,
+) -> Result<PathBuf, String> {
+    let root = dir.join(format!("aufs-{tag}{depth}"));
     if root.join(".complete").exists() {
         return Ok(root);
     }
@@ -111,6 +137,7 @@ fn layered(dir: &Path, ctl: &Path, rootfs: &Path, depth: usize) -> Result<PathBu
 #[derive(Clone, Copy)]
 enum Fs {
     Ours,
+    Stacked,
     Overlay,
     FuseOverlay,
 }
@@ -118,18 +145,28 @@ enum Fs {
 impl Fs {
     fn label(self) -> &'static str {
         match self {
-            Fs::Ours => "aufs-fuse (aufsctl mount)",
+            Fs::Ours => "aufs-fuse (aufsctl --backend fuse)",
+            Fs::Stacked => "stacked (aufsctl --backend stacked)",
             Fs::Overlay => "kernel overlayfs",
             Fs::FuseOverlay => "fuse-overlayfs",
         }
     }
 
     /// Where the contender's writable branch lives: a fresh filesystem is
-    /// mounted there for every run.
+    /// mounted there for every run. The stacked mount's overlayfs needs its
+    /// work dir (`<root>/stack/top`) on the upper's own mount, so its upper
+    /// stays on the bench dir's filesystem and is emptied instead.
     fn upper(self, root: &Path) -> PathBuf {
         match self {
-            Fs::Ours => root.join("diff/top"),
+            Fs::Ours | Fs::Stacked => root.join("diff/top"),
             Fs::Overlay | Fs::FuseOverlay => root.join("ovl"),
+        }
+    }
+
+    fn backend(self) -> &'static str {
+        match self {
+            Fs::Stacked => "stacked",
+            _ => "fuse",
         }
     }
 
@@ -138,10 +175,22 @@ impl Fs {
     fn remount(self, root: &Path, ctl: &Path, depth: usize) -> Result<PathBuf, String> {
         let r = q(root);
         self.unmount(root, ctl);
-        fresh_ext4(&self.upper(root))?;
+        if let Fs::Stacked = self {
+            drop_ext4(&self.upper(root));
+            sh(&format!(
+                "rm -rf {u} && mkdir -p {u} && sync",
+                u = q(&self.upper(root))
+            ))?;
+        } else {
+            fresh_ext4(&self.upper(root))?;
+        }
         match self {
-            Fs::Ours => {
-                sh(&format!("{} --root {r} mount top >/dev/null", q(ctl)))?;
+            Fs::Ours | Fs::Stacked => {
+                sh(&format!(
+                    "{} --root {r} --backend {} mount top >/dev/null",
+                    q(ctl),
+                    self.backend()
+                ))?;
                 Ok(root.join("mnt/top"))
             }
             Fs::Overlay | Fs::FuseOverlay => {
@@ -167,7 +216,12 @@ impl Fs {
     /// Unmounts the union (if mounted), its rw branch's filesystem stays.
     fn unmount(self, root: &Path, ctl: &Path) {
         let _ = match self {
-            Fs::Ours => sh(&format!("{} --root {} unmount top", q(ctl), q(root))),
+            Fs::Ours | Fs::Stacked => sh(&format!(
+                "{} --root {} --backend {} unmount top",
+                q(ctl),
+                q(root),
+                self.backend()
+            )),
             _ => sh(&format!("umount {} 2>/dev/null", q(&root.join("ovl/m")))),
         };
     }
@@ -227,6 +281,7 @@ pub fn bench_fuse(
     ctl: &Path,
     runs: usize,
     only: Option<&str>,
+    quick: bool,
 ) -> Result<Vec<Outcome>, String> {
     let dir = bench_dir.join("fuse");
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
@@ -234,15 +289,28 @@ pub fn bench_fuse(
     let rootfs = rootfs_and_tar(&dir)?;
     let source = std::fs::read_to_string(rootfs.join(".complete")).unwrap_or_default();
     eprintln!("bench fuse: rootfs from {}", source.trim());
-    let tar = dir.join("rootfs.tar");
+    let (tree, tar, depths, tag) = if quick {
+        let small = small_rootfs(&dir, &rootfs)?;
+        let tar = dir.join("rootfs-small.tar");
+        if !tar.exists() {
+            sh(&format!(
+                "tar -C {} --exclude=./.complete -cf {}.tmp . && mv {1}.tmp {1}",
+                q(&small),
+                q(&tar)
+            ))?;
+        }
+        (small, tar, vec![QUICK_DEPTH], "small-")
+    } else {
+        (rootfs, dir.join("rootfs.tar"), DEPTHS.to_vec(), "")
+    };
     let mut outcomes = Vec::new();
-    for depth in DEPTHS {
-        let root = layered(&dir, ctl, &rootfs, depth)?;
+    for depth in depths {
+        let root = layered(&dir, ctl, &tree, depth, tag)?;
         let selected = workloads(&tar)
             .into_iter()
             .filter(|(name, _)| only.is_none_or(|w| name.contains(w)));
         for (name, cmd) in selected {
-            let contenders = [Fs::Ours, Fs::Overlay, Fs::FuseOverlay]
+            let contenders = [Fs::Ours, Fs::Stacked, Fs::Overlay, Fs::FuseOverlay]
                 .into_iter()
                 .map(|fs| {
                     let (root, ctl, cmd) = (root.clone(), ctl.to_path_buf(), cmd.clone());
@@ -266,7 +334,7 @@ pub fn bench_fuse(
                 })
                 .collect();
             let outcome = compare(&format!("{name}, {depth} layers"), runs, true, contenders);
-            for fs in [Fs::Ours, Fs::Overlay, Fs::FuseOverlay] {
+            for fs in [Fs::Ours, Fs::Stacked, Fs::Overlay, Fs::FuseOverlay] {
                 fs.tear_down(&root, ctl);
             }
             outcomes.push(outcome?);

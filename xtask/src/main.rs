@@ -1,6 +1,8 @@
 //! Project tasks: `cargo xtask bench [--runs N] [--only GROUP]
-//! [--workload NAME]` (`--workload`: only the `fuse` workloads whose name
-//! contains NAME, e.g. `untar`).
+//! [--workload NAME] [--json FILE] [--quick]` (`--workload`: only the
+//! `fuse` workloads whose name contains NAME, e.g. `untar`; `--json`: every
+//! figure of the run as JSON; `--quick`: one round of each workload on a
+//! smaller tree, to spot a regression in a few minutes).
 //!
 //! Benchmarks here are side by side: every measurement of ours is taken in
 //! the same run, on the same data, alternating with a peer (GNU tar, kernel
@@ -33,7 +35,7 @@ fn main() -> ExitCode {
             }
         },
         _ => {
-            eprintln!("usage: cargo xtask bench [--runs N] [--only GROUP] [--workload NAME]");
+            eprintln!("usage: cargo xtask bench [--runs N] [--only GROUP] [--workload NAME] [--json FILE] [--quick]");
             ExitCode::from(2)
         }
     }

@@ -15,22 +15,14 @@ pub struct Contender<'a> {
 }
 
 /// Medians of a comparison, in contender order.
+#[derive(Clone)]
 pub struct Outcome {
     /// What was measured.
     pub name: String,
     /// (label, median).
     pub medians: Vec<(String, Duration)>,
-}
-
-impl Outcome {
-    /// `ours / peer` for the first contender against each other one.
-    pub fn ratios(&self) -> Vec<(String, f64)> {
-        let ours = self.medians[0].1.as_secs_f64();
-        self.medians[1..]
-            .iter()
-            .map(|(l, d)| (l.clone(), ours / d.as_secs_f64().max(1e-9)))
-            .collect()
-    }
+    /// (fastest, slowest) run, in the order of `medians`.
+    pub spread: Vec<(Duration, Duration)>,
 }
 
 /// Drops clean caches so the next run reads from disk (root only).
@@ -59,17 +51,17 @@ pub fn compare(
             times[i].push(t.elapsed());
         }
     }
-    let medians = contenders
-        .iter()
-        .zip(times)
-        .map(|(c, mut ts)| {
-            ts.sort();
-            (c.label.clone(), ts[ts.len() / 2])
-        })
-        .collect();
+    let mut medians = Vec::new();
+    let mut spread = Vec::new();
+    for (c, mut ts) in contenders.iter().zip(times) {
+        ts.sort();
+        medians.push((c.label.clone(), ts[ts.len() / 2]));
+        spread.push((ts[0], ts[ts.len() - 1]));
+    }
     Ok(Outcome {
         name: name.to_owned(),
         medians,
+        spread,
     })
 }
 
@@ -89,18 +81,74 @@ pub fn sh(cmd: &str) -> Result<(), String> {
     }
 }
 
-/// A markdown table of outcomes.
+/// Every figure of a run as JSON: one record per (benchmark, contender),
+/// with the median, fastest and slowest run in seconds and the ratio of
+/// the first contender's median to this one's.
+pub fn json(outcomes: &[Outcome]) -> String {
+    let mut records = Vec::new();
+    for o in outcomes {
+        let ours = o.medians[0].1.as_secs_f64();
+        let (workload, layers) = match o.name.rsplit_once(", ") {
+            Some((w, l)) if l.ends_with(" layers") => (
+                w.to_string(),
+                l.trim_end_matches(" layers").parse::<u64>().ok(),
+            ),
+            _ => (o.name.clone(), None),
+        };
+        for ((label, median), (min, max)) in o.medians.iter().zip(&o.spread) {
+            let m = median.as_secs_f64();
+            records.push(format!(
+                "  {{\"workload\": {}, \"layers\": {}, \"contender\": {}, \"median_s\": {:.6}, \"min_s\": {:.6}, \"max_s\": {:.6}, \"ratio_first_to_this\": {:.4}}}",
+                quote(&workload),
+                layers.map_or("null".to_string(), |l| l.to_string()),
+                quote(label),
+                m,
+                min.as_secs_f64(),
+                max.as_secs_f64(),
+                ours / m.max(1e-9)
+            ));
+        }
+    }
+    format!("[\n{}\n]\n", records.join(",\n"))
+}
+
+/// `s` as a JSON string.
+fn quote(s: &str) -> String {
+    let mut out = String::from("\"");
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// A markdown table of outcomes: each of ours (the first contender, and
+/// any other `aufsctl` one) against each peer.
 pub fn report(outcomes: &[Outcome]) -> String {
     let mut s = String::from("| benchmark | ours (median) | peer | peer (median) | ratio ours/peer |\n|---|---|---|---|---|\n");
     for o in outcomes {
-        let (ours_l, ours) = &o.medians[0];
-        for ((peer_l, peer), (_, ratio)) in o.medians[1..].iter().zip(o.ratios()) {
-            s.push_str(&format!(
-                "| {} | {ours_l} {:.3}s | {peer_l} | {:.3}s | {ratio:.2}x |\n",
-                o.name,
-                ours.as_secs_f64(),
-                peer.as_secs_f64()
-            ));
+        let ours: Vec<usize> = (0..o.medians.len())
+            .filter(|&i| i == 0 || o.medians[i].0.contains("aufsctl"))
+            .collect();
+        for &i in &ours {
+            let (ours_l, ours_t) = &o.medians[i];
+            for (j, (peer_l, peer)) in o.medians.iter().enumerate() {
+                if ours.contains(&j) {
+                    continue;
+                }
+                s.push_str(&format!(
+                    "| {} | {ours_l} {:.3}s | {peer_l} | {:.3}s | {:.2}x |\n",
+                    o.name,
+                    ours_t.as_secs_f64(),
+                    peer.as_secs_f64(),
+                    ours_t.as_secs_f64() / peer.as_secs_f64().max(1e-9)
+                ));
+            }
         }
     }
     s
