@@ -1,19 +1,25 @@
 //! The FUSE filesystem: kernel requests mapped onto a [`UnionView`].
 
-use crate::io_mode::{HandleMode, IoModes, Join, RealId};
-use crate::killpriv::{cleared_mode, is_setid, kill_setid, Caller};
+mod convert;
+mod open;
+mod setattr;
+mod xattr;
+
+use crate::io_mode::IoModes;
+use crate::killpriv::kill_setid;
 use crate::nodes::NodeTable;
 use crate::stats::{Op, Stats};
 use aufs_model::whiteout::is_reserved;
-use aufs_union::{
-    DirEntry, Entry, EntryKind, Meta, NewNode, Owner, UnionError, UnionView, MAX_NAME_LEN, ROOT_INO,
-};
+use aufs_union::{DirEntry, Entry, Meta, NewNode, UnionError, UnionView, MAX_NAME_LEN, ROOT_INO};
+use convert::{attr, caller, entry_attr, errno, file_type, io_errno, owner, rustix_errno};
 use fuser::{
     AccessFlags, BackingId, BsdFileFlags, Errno, FileAttr, FileHandle, FileType, Filesystem,
     FopenFlags, Generation, INodeNo, InitFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags,
     ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry,
     ReplyLseek, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
+use open::{open_real, Opened};
+use setattr::SetAttr;
 use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::fs::File;
@@ -23,7 +29,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 /// How long the kernel may cache entries and attributes of the rw branch.
 /// Every change goes through this filesystem, so the kernel learns about it
@@ -34,20 +40,6 @@ const TTL: Duration = Duration::from_secs(1);
 /// read-only branch: those never change (a change copies up first, through
 /// a request that updates the kernel's view).
 const RO_TTL: Duration = Duration::from_secs(3600);
-
-/// The changes of one `setattr` request.
-struct SetAttr {
-    mode: Option<u32>,
-    uid: Option<u32>,
-    gid: Option<u32>,
-    size: Option<u64>,
-    atime: Option<TimeOrNow>,
-    mtime: Option<TimeOrNow>,
-    fh: Option<FileHandle>,
-    /// Clear the set-id bits afterwards, for this caller (see
-    /// [`crate::killpriv`]).
-    kill_setid: Option<Caller>,
-}
 
 struct OpenFile {
     /// The union inode.
@@ -82,91 +74,8 @@ impl std::fmt::Debug for UnionFs {
     }
 }
 
-fn errno(e: &UnionError) -> Errno {
-    tracing::debug!(storage_driver = "aufs", error = %e, "union op failed");
-    Errno::from_i32(e.errno())
-}
-
-fn io_errno(e: io::Error) -> Errno {
-    Errno::from_i32(e.raw_os_error().unwrap_or(libc::EIO))
-}
-
-fn time(secs: i64, nsecs: i64) -> SystemTime {
-    let nsecs = u32::try_from(nsecs).unwrap_or(0);
-    if secs >= 0 {
-        UNIX_EPOCH + Duration::new(secs.unsigned_abs(), nsecs)
-    } else {
-        UNIX_EPOCH - Duration::new(secs.unsigned_abs(), 0) + Duration::new(0, nsecs)
-    }
-}
-
-fn file_type(kind: EntryKind) -> FileType {
-    match kind {
-        EntryKind::File => FileType::RegularFile,
-        EntryKind::Dir => FileType::Directory,
-        EntryKind::Symlink => FileType::Symlink,
-        EntryKind::CharDevice => FileType::CharDevice,
-        EntryKind::BlockDevice => FileType::BlockDevice,
-        EntryKind::Fifo => FileType::NamedPipe,
-        EntryKind::Socket => FileType::Socket,
-    }
-}
-
-fn attr(ino: u64, md: &Meta) -> FileAttr {
-    FileAttr {
-        ino: INodeNo(ino),
-        size: md.size(),
-        blocks: md.blocks(),
-        atime: time(md.atime(), md.atime_nsec()),
-        mtime: time(md.mtime(), md.mtime_nsec()),
-        ctime: time(md.ctime(), md.ctime_nsec()),
-        crtime: UNIX_EPOCH,
-        kind: file_type(md.kind()),
-        perm: (md.mode() & 0o7777) as u16,
-        nlink: u32::try_from(md.nlink()).unwrap_or(u32::MAX),
-        uid: md.uid(),
-        gid: md.gid(),
-        rdev: md.rdev() as u32,
-        blksize: md.blksize() as u32,
-        flags: 0,
-    }
-}
-
-fn entry_attr(e: &Entry) -> FileAttr {
-    attr(e.ino, &e.metadata)
-}
-
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// Opens the branch file of `e` with the caller's access mode as is
-/// (including the Linux-only mode 3, which checks read and write
-/// permission but allows neither). Creation is ours and offsets are the
-/// kernel's: [`Entry::open`] drops `O_CREAT`, `O_TRUNC` and `O_APPEND`.
-fn open_real(e: &Entry, flags: i32) -> io::Result<File> {
-    e.open(flags)
-}
-
-/// What `O_TRUNC` does to a file just opened for writing: empty it, and
-/// clear its set-id bits as a truncate by `truncated_by` would (the
-/// kernel's `FUSE_OPEN_KILL_SUIDGID` is not passed on to us).
-fn truncate_on_open(file: &File, flags: i32, truncated_by: Option<Caller>) -> Result<(), Errno> {
-    if flags & libc::O_TRUNC != 0 && flags & libc::O_ACCMODE != libc::O_RDONLY {
-        file.set_len(0).map_err(io_errno)?;
-        if let Some(caller) = truncated_by {
-            kill_setid(file, caller).map_err(io_errno)?;
-        }
-    }
-    Ok(())
-}
-
-/// The owner of an entry made by `req`'s caller.
-fn owner(req: &Request) -> Owner {
-    Owner {
-        uid: req.uid(),
-        gid: req.gid(),
-    }
 }
 
 /// Answers a create (named or not) with the new entry and its open file.
@@ -180,17 +89,6 @@ fn reply_created(reply: ReplyCreate, r: Result<(Entry, Opened), Errno>) {
         },
         Err(e) => reply.error(e),
     }
-}
-
-fn real_id(md: &Meta) -> RealId {
-    (md.dev(), md.ino())
-}
-
-/// How an open was answered.
-struct Opened {
-    fh: FileHandle,
-    flags: FopenFlags,
-    backing: Option<Arc<BackingId>>,
 }
 
 impl UnionFs {
@@ -286,128 +184,6 @@ impl UnionFs {
         lock(&self.files).get(&fh.0).cloned().ok_or(Errno::EBADF)
     }
 
-    fn add_file(
-        &self,
-        ino: u64,
-        file: File,
-        in_rw: bool,
-        backing: Option<Arc<BackingId>>,
-    ) -> FileHandle {
-        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
-        let open = OpenFile {
-            ino,
-            file,
-            in_rw,
-            _backing: backing,
-        };
-        lock(&self.files).insert(fh, Arc::new(open));
-        FileHandle(fh)
-    }
-
-    /// Registers the open of real file `e` (already opened as `file`) for
-    /// union inode `ino`, choosing its I/O mode (see [`crate::io_mode`]) in
-    /// `io`, the locked table. `open_backing` registers a backing file with
-    /// the kernel. `None` when the inode is passed through to another real
-    /// file: the open cannot join it.
-    fn register_open(
-        &self,
-        io: &mut IoModes,
-        ino: u64,
-        e: &Entry,
-        file: File,
-        open_backing: impl FnOnce(&File) -> io::Result<BackingId>,
-    ) -> Option<Opened> {
-        let writable_branch = self.view.branches()[e.branch_index].writable;
-        let real = real_id(&e.metadata);
-        let cached_flags = if writable_branch {
-            FopenFlags::empty()
-        } else {
-            // Data of a read-only branch never changes: keep the page cache.
-            FopenFlags::FOPEN_KEEP_CACHE
-        };
-        let (mode, flags) = match io.join(ino, real) {
-            Join::Stale => return None,
-            Join::Passthrough(b) => (HandleMode::Passthrough(b), FopenFlags::empty()),
-            Join::Cached => (HandleMode::Cached, cached_flags),
-            Join::First => {
-                // Passthrough writes keep set-id bits (see
-                // `crate::killpriv`): such files are served by us.
-                let backing = (self.passthrough && !is_setid(e.metadata.mode()))
-                    .then(|| self.backing_for(e, &file, writable_branch, open_backing))
-                    .flatten();
-                let mode = io.start(ino, real, backing);
-                let flags = match mode {
-                    HandleMode::Cached => cached_flags,
-                    _ => FopenFlags::empty(),
-                };
-                (mode, flags)
-            }
-        };
-        let backing = match &mode {
-            HandleMode::Passthrough(b) => Some(b.clone()),
-            _ => None,
-        };
-        Some(Opened {
-            fh: self.add_file(ino, file, writable_branch, backing.clone()),
-            flags,
-            backing,
-        })
-    }
-
-    /// A backing file for passthrough of branch file `e`: for a rw branch
-    /// file open for reading and writing, so every later open can share it;
-    /// for a read-only branch file open for reading (a write copies up
-    /// first). `None` when passthrough is not possible (a running
-    /// executable cannot be opened for writing, a filesystem may refuse
-    /// stacking).
-    fn backing_for(
-        &self,
-        e: &Entry,
-        file: &File,
-        writable_branch: bool,
-        open_backing: impl FnOnce(&File) -> io::Result<BackingId>,
-    ) -> Option<Arc<BackingId>> {
-        let access = rustix::fs::fcntl_getfl(file).ok()? & rustix::fs::OFlags::RWMODE;
-        // The open's own descriptor serves when it has the access needed
-        // (always for read-only branch files, opened for reading only).
-        let own;
-        let real = if !writable_branch || access == rustix::fs::OFlags::RDWR {
-            file
-        } else {
-            own = open_real(e, libc::O_RDWR).ok()?;
-            &own
-        };
-        match open_backing(real) {
-            Ok(id) => Some(Arc::new(id)),
-            Err(err) => {
-                tracing::debug!(storage_driver = "aufs", path = ?e.real_path, error = %err, "no passthrough");
-                None
-            }
-        }
-    }
-
-    /// The answer to an open of node `ino` (union `path`, now `e`) that
-    /// found the node passed through to another real file: the lower
-    /// original, still open, of a file copied up since. The copy gets a
-    /// number of its own, and `ESTALE` makes the kernel look the name up
-    /// again (the VFS retries the open once with revalidation), so the open
-    /// lands on a new node: old descriptors keep reading the lower file, as
-    /// with overlayfs, and new ones get the copy.
-    fn stale_open(&self, ino: u64, path: &Path, e: &Entry) -> Errno {
-        if e.ino == ino && self.view.branches()[e.branch_index].writable {
-            if let Err(err) = self.view.renumber(path) {
-                return errno(&err);
-            }
-        }
-        tracing::debug!(
-            storage_driver = "aufs",
-            ?path,
-            ino,
-            "open of a stale passthrough node"
-        );
-        Errno::ESTALE
-    }
-
     fn new_entry(
         &self,
         req: &Request,
@@ -449,162 +225,6 @@ impl UnionFs {
         }
     }
 
-    fn setattr_inner(&self, ino: INodeNo, set: SetAttr) -> Result<FileAttr, Errno> {
-        let SetAttr {
-            mode,
-            uid,
-            gid,
-            size,
-            atime,
-            mtime,
-            fh,
-            kill_setid,
-        } = set;
-        let times = (atime, mtime);
-        // An open file of the rw branch (a tar restoring owner, mode and
-        // times on the file it just wrote) changes through its descriptor:
-        // no lookup, no copy-up.
-        if let Some(f) = fh.and_then(|fh| self.file(fh).ok()).filter(|f| f.in_rw) {
-            return setattr_fd(ino, &f.file, mode, uid, gid, size, times, kill_setid);
-        }
-        // `fchown`, `fchmod` and `futimens` reach us without a handle: any
-        // open descriptor of the same rw-branch file will do (a size change
-        // needs a writable one, so it keeps the path below).
-        if size.is_none() {
-            if let Some(f) = self.any_open_rw_file(ino.0) {
-                return setattr_fd(ino, &f.file, mode, uid, gid, size, times, kill_setid);
-            }
-        }
-        let path = match self.path(ino) {
-            Ok(p) => p,
-            Err(err) => {
-                // All names gone, still open: change the open file.
-                let f = fh
-                    .and_then(|fh| self.file(fh).ok())
-                    .or_else(|| self.any_open_file(ino.0))
-                    .ok_or(err)?;
-                return setattr_fd(ino, &f.file, mode, uid, gid, size, times, kill_setid);
-            }
-        };
-        let e = self
-            .view
-            .copy_up(&path, size != Some(0))
-            .map_err(|e| errno(&e))?;
-        if e.ino != ino.0 {
-            // The node's name shows another file now (a rename raced us).
-            return Err(Errno::ESTALE);
-        }
-        // Every change goes through `e`, which reaches the very file the
-        // copy-up returned, from a held directory, following nothing.
-        if let Some(size) = size {
-            match fh.map(|fh| self.file(fh)) {
-                Some(Ok(f)) => f.file.set_len(size).map_err(io_errno)?,
-                _ => e.set_len(size).map_err(io_errno)?,
-            }
-        }
-        if uid.is_some() || gid.is_some() {
-            e.set_owner(uid, gid).map_err(io_errno)?;
-        }
-        if let Some(mode) = mode {
-            e.set_mode(mode).map_err(io_errno)?;
-        }
-        if atime.is_some() || mtime.is_some() {
-            e.set_times(&timestamps(atime, mtime)).map_err(io_errno)?;
-        }
-        if let Some(caller) = kill_setid {
-            kill_setid_entry(&e, caller).map_err(io_errno)?;
-        }
-        let md = e.stat().map_err(io_errno)?;
-        Ok(attr(ino.0, &md))
-    }
-
-    fn open_inner(
-        &self,
-        ino: INodeNo,
-        flags: i32,
-        truncated_by: Option<Caller>,
-        open_backing: impl FnOnce(&File) -> io::Result<BackingId>,
-    ) -> Result<Opened, Errno> {
-        let path = match self.path(ino) {
-            Ok(p) => p,
-            // No name, but open in the rw branch (an `O_TMPFILE` file, or
-            // one unlinked while open), reached through `/proc/PID/fd/N`.
-            Err(err) => {
-                let f = self.any_open_rw_file(ino.0).ok_or(err)?;
-                return self.reopen_nameless(ino, &f.file, flags, truncated_by, open_backing);
-            }
-        };
-        let acc = flags & libc::O_ACCMODE;
-        let writes = acc != libc::O_RDONLY || flags & libc::O_TRUNC != 0;
-        if writes {
-            // The I/O modes stay locked through the copy-up: no passthrough
-            // of the lower original can start in between.
-            let mut io = lock(&self.io);
-            let e = self
-                .view
-                .copy_up(&path, flags & libc::O_TRUNC == 0)
-                .map_err(|e| errno(&e))?;
-            if io
-                .passthrough_real(ino.0)
-                .is_some_and(|r| r != real_id(&e.metadata))
-            {
-                drop(io);
-                return Err(self.stale_open(ino.0, &path, &e));
-            }
-            let file = open_real(&e, flags).map_err(io_errno)?;
-            truncate_on_open(&file, flags, truncated_by)?;
-            return self
-                .register_open(&mut io, ino.0, &e, file, open_backing)
-                .ok_or(Errno::ESTALE);
-        }
-        let e = self.lookup_path(&path)?;
-        if e.ino != ino.0 {
-            return Err(Errno::ESTALE);
-        }
-        let file = open_real(&e, flags).map_err(io_errno)?;
-        let mut io = lock(&self.io);
-        match self.register_open(&mut io, ino.0, &e, file, open_backing) {
-            Some(o) => Ok(o),
-            None => {
-                drop(io);
-                Err(self.stale_open(ino.0, &path, &e))
-            }
-        }
-    }
-
-    /// Opens again node `ino` of the rw branch, which has no name left,
-    /// through `held`, an open descriptor of it.
-    fn reopen_nameless(
-        &self,
-        ino: INodeNo,
-        held: &File,
-        flags: i32,
-        truncated_by: Option<Caller>,
-        open_backing: impl FnOnce(&File) -> io::Result<BackingId>,
-    ) -> Result<Opened, Errno> {
-        let branch = self.rw_branch().ok_or(Errno::EROFS)?;
-        let e = Entry::nameless(branch, held, ino.0).map_err(io_errno)?;
-        let file = open_real(&e, flags).map_err(io_errno)?;
-        truncate_on_open(&file, flags, truncated_by)?;
-        let mut io = lock(&self.io);
-        self.register_open(&mut io, ino.0, &e, file, open_backing)
-            .ok_or(Errno::ESTALE)
-    }
-
-    /// Registers the first open of `e`, a file just made in the rw branch.
-    fn open_new(
-        &self,
-        e: Entry,
-        file: File,
-        open_backing: impl FnOnce(&File) -> io::Result<BackingId>,
-    ) -> Result<(Entry, Opened), Errno> {
-        let mut io = lock(&self.io);
-        let opened = self
-            .register_open(&mut io, e.ino, &e, file, open_backing)
-            .ok_or(Errno::ESTALE)?;
-        Ok((e, opened))
-    }
-
     /// Index of the rw branch, if the union has one.
     fn rw_branch(&self) -> Option<usize> {
         self.view.branches().iter().position(|b| b.writable)
@@ -639,129 +259,6 @@ fn same_node(ino: INodeNo, e: Entry) -> Result<Entry, Errno> {
         Ok(e)
     } else {
         Err(Errno::ESTALE)
-    }
-}
-
-/// The ids of the process behind a request.
-fn caller(req: &Request) -> Caller {
-    Caller {
-        uid: req.uid(),
-        gid: req.gid(),
-    }
-}
-
-fn rustix_errno(e: rustix::io::Errno) -> Errno {
-    Errno::from_i32(e.raw_os_error())
-}
-
-/// The `utimensat` times of a setattr (`UTIME_OMIT` for the unset one).
-fn timestamps(atime: Option<TimeOrNow>, mtime: Option<TimeOrNow>) -> rustix::fs::Timestamps {
-    let ts = |t: Option<TimeOrNow>| match t {
-        None => rustix::fs::Timespec {
-            tv_sec: 0,
-            tv_nsec: rustix::fs::UTIME_OMIT,
-        },
-        Some(TimeOrNow::Now) => rustix::fs::Timespec {
-            tv_sec: 0,
-            tv_nsec: rustix::fs::UTIME_NOW,
-        },
-        Some(TimeOrNow::SpecificTime(t)) => {
-            let (s, ns) = match t.duration_since(UNIX_EPOCH) {
-                Ok(d) => (d.as_secs() as i64, d.subsec_nanos()),
-                Err(e) => {
-                    let d = e.duration();
-                    if d.subsec_nanos() == 0 {
-                        (-(d.as_secs() as i64), 0)
-                    } else {
-                        (-(d.as_secs() as i64) - 1, 1_000_000_000 - d.subsec_nanos())
-                    }
-                }
-            };
-            rustix::fs::Timespec {
-                tv_sec: s,
-                tv_nsec: ns.into(),
-            }
-        }
-    };
-    rustix::fs::Timestamps {
-        last_access: ts(atime),
-        last_modification: ts(mtime),
-    }
-}
-
-/// A setattr through the descriptor of an open rw-branch file, or of an
-/// open file whose names are all gone (it lives in the rw branch: only
-/// written files are copied up, and they are open for writing).
-#[allow(clippy::too_many_arguments)]
-fn setattr_fd(
-    ino: INodeNo,
-    file: &File,
-    mode: Option<u32>,
-    uid: Option<u32>,
-    gid: Option<u32>,
-    size: Option<u64>,
-    (atime, mtime): (Option<TimeOrNow>, Option<TimeOrNow>),
-    kill: Option<Caller>,
-) -> Result<FileAttr, Errno> {
-    if let Some(size) = size {
-        file.set_len(size).map_err(io_errno)?;
-    }
-    if uid.is_some() || gid.is_some() {
-        rustix::fs::fchown(
-            file,
-            uid.map(rustix::fs::Uid::from_raw),
-            gid.map(rustix::fs::Gid::from_raw),
-        )
-        .map_err(rustix_errno)?;
-    }
-    if let Some(mode) = mode {
-        rustix::fs::fchmod(file, rustix::fs::Mode::from_raw_mode(mode & 0o7777))
-            .map_err(rustix_errno)?;
-    }
-    if atime.is_some() || mtime.is_some() {
-        rustix::fs::futimens(file, &timestamps(atime, mtime)).map_err(rustix_errno)?;
-    }
-    if let Some(caller) = kill {
-        kill_setid(file, caller).map_err(io_errno)?;
-    }
-    let md = Meta::of(file).map_err(io_errno)?;
-    Ok(attr(ino.0, &md))
-}
-
-/// Clears the set-id bits of branch file `e` for `caller` (see
-/// [`crate::killpriv::cleared_mode`]).
-fn kill_setid_entry(e: &Entry, caller: Caller) -> io::Result<()> {
-    let md = e.stat()?;
-    if let Some(m) = cleared_mode(md.mode(), md.gid(), caller) {
-        e.set_mode(m)?;
-    }
-    Ok(())
-}
-
-/// [`get_xattr`] through an open descriptor.
-fn fget_xattr(file: &File, name: &OsStr) -> Result<Vec<u8>, Errno> {
-    read_xattr(
-        || rustix::fs::fgetxattr_query(file, name),
-        |buf| rustix::fs::fgetxattr(file, name, buf),
-    )
-}
-
-/// Sizes an xattr, then reads it, again if it grew in between (`ERANGE`).
-fn read_xattr(
-    query: impl Fn() -> rustix::io::Result<usize>,
-    read: impl Fn(&mut [u8]) -> rustix::io::Result<usize>,
-) -> Result<Vec<u8>, Errno> {
-    loop {
-        let len = query().map_err(rustix_errno)?;
-        let mut buf = vec![0u8; len];
-        match read(&mut buf[..]) {
-            Ok(n) => {
-                buf.truncate(n);
-                return Ok(buf);
-            }
-            Err(rustix::io::Errno::RANGE) => continue,
-            Err(e) => return Err(rustix_errno(e)),
-        }
     }
 }
 
@@ -867,18 +364,6 @@ impl Filesystem for UnionFs {
         reply: ReplyAttr,
     ) {
         let _t = self.stats.start(Op::Setattr);
-        let nothing = mode.is_none()
-            && uid.is_none()
-            && gid.is_none()
-            && size.is_none()
-            && atime.is_none()
-            && mtime.is_none();
-        // What is left of a kernel-side kill, or a truncate by a caller
-        // without CAP_FSETID (uid 0 stands for it: the kernel's
-        // FATTR_KILL_SUIDGID is not passed on to us).
-        let kill_setid =
-            (self.killpriv && mode.is_none() && (nothing || (size.is_some() && req.uid() != 0)))
-                .then(|| caller(req));
         let set = SetAttr {
             mode,
             uid,
@@ -887,9 +372,9 @@ impl Filesystem for UnionFs {
             atime,
             mtime,
             fh,
-            kill_setid,
+            kill_setid: None,
         };
-        match self.setattr_inner(ino, set) {
+        match self.setattr_node(req, ino, set) {
             Ok(a) => reply.attr(&TTL, &a),
             Err(e) => reply.error(e),
         }
@@ -1033,10 +518,7 @@ impl Filesystem for UnionFs {
 
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         let _t = self.stats.start(Op::Open);
-        // An open with O_TRUNC truncates: set-id bits go as for a truncate
-        // by a caller without CAP_FSETID (uid 0 stands for it).
-        let truncated_by = (self.killpriv && req.uid() != 0).then(|| caller(req));
-        match self.open_inner(ino, flags.0, truncated_by, |f| reply.open_backing(f)) {
+        match self.open_node(req, ino, flags, |f| reply.open_backing(f)) {
             Ok(Opened {
                 fh,
                 flags,
@@ -1350,48 +832,23 @@ impl Filesystem for UnionFs {
         reply: ReplyEmpty,
     ) {
         let _t = self.stats.start(Op::Setxattr);
-        let r = self.writable_real(ino).and_then(|e| {
-            e.set_xattr(
-                name,
-                value,
-                rustix::fs::XattrFlags::from_bits_retain(flags as u32),
-            )
-            .map_err(io_errno)
-        });
-        reply_empty(reply, r)
+        reply_empty(reply, self.set_xattr(ino, name, value, flags))
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
         let _t = self.stats.start(Op::Getxattr);
         self.stats.xattr_name(name.as_bytes());
-        // The kernel asks for `security.capability` and the ACLs of a file
-        // being written: an open rw descriptor answers without a lookup.
-        let data = match self.any_open_rw_file(ino.0) {
-            Some(f) => fget_xattr(&f.file, name),
-            None => self
-                .real_of(ino)
-                .and_then(|e| e.xattr(name).map_err(io_errno)),
-        };
-        Self::xattr_reply(reply, size, data);
+        Self::xattr_reply(reply, size, self.get_xattr(ino, name));
     }
 
     fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
         let _t = self.stats.start(Op::Listxattr);
-        let data = self
-            .real_of(ino)
-            .and_then(|e| e.xattr_names().map_err(io_errno));
-        Self::xattr_reply(reply, size, data);
+        Self::xattr_reply(reply, size, self.list_xattr(ino));
     }
 
     fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let _t = self.stats.start(Op::Removexattr);
-        let r = self.real_of(ino).and_then(|e| {
-            // Nothing to copy up for a missing attribute.
-            e.xattr(name).map_err(io_errno)?;
-            let e = self.writable_real(ino)?;
-            e.remove_xattr(name).map_err(io_errno)
-        });
-        reply_empty(reply, r)
+        reply_empty(reply, self.remove_xattr(ino, name))
     }
 
     fn access(&self, _req: &Request, ino: INodeNo, _mask: AccessFlags, reply: ReplyEmpty) {
