@@ -5,9 +5,11 @@
 //!
 //! Opens of a named node, of a node whose names are all gone, and of a
 //! file just created all end in [`UnionFs::register_open`], so every open
-//! of an inode agrees on one backing file as the kernel requires, and an
-//! open that finds the inode bound to another real file (a copy-up since)
-//! is answered in one place ([`UnionFs::stale_open`]).
+//! of an inode agrees on one backing file as the kernel requires. An open
+//! of a named node that finds the inode bound to another real file (the
+//! lower original of a file copied up since) gives the copy a number of its
+//! own and has the kernel look the name up again
+//! ([`UnionFs::stale_open`]).
 
 use super::convert::{caller, errno, io_errno};
 use super::{lock, OpenFile, UnionFs};
