@@ -62,7 +62,7 @@ impl UnionFs {
     }
 }
 
-/// [`get_xattr`] through an open descriptor.
+/// [`UnionFs::get_xattr`] through an open descriptor.
 fn fget_xattr(file: &File, name: &OsStr) -> Result<Vec<u8>, Errno> {
     read_xattr(
         || rustix::fs::fgetxattr_query(file, name),
