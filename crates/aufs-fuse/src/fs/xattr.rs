@@ -1,0 +1,90 @@
+//! Extended attributes: read from the node's branch file, changed on its
+//! copy in the rw branch (a set or a removal copies up first, as any other
+//! change does).
+//!
+//! Every access goes through the node's [`aufs_union::Entry`] (a symlink's
+//! own attributes, never its target's), or through an open descriptor of
+//! the node's rw-branch file, which answers the kernel's frequent reads of
+//! `security.capability` and the ACLs of a file being written without a
+//! lookup.
+
+use super::convert::{io_errno, rustix_errno};
+use super::UnionFs;
+use fuser::{Errno, INodeNo};
+use std::ffi::OsStr;
+use std::fs::File;
+
+impl UnionFs {
+    /// SETXATTR: sets `name` on node `ino`, copied up first.
+    pub(super) fn set_xattr(
+        &self,
+        ino: INodeNo,
+        name: &OsStr,
+        value: &[u8],
+        flags: i32,
+    ) -> Result<(), Errno> {
+        self.writable_real(ino).and_then(|e| {
+            e.set_xattr(
+                name,
+                value,
+                rustix::fs::XattrFlags::from_bits_retain(flags as u32),
+            )
+            .map_err(io_errno)
+        })
+    }
+
+    /// GETXATTR: the value of `name` on node `ino`.
+    pub(super) fn get_xattr(&self, ino: INodeNo, name: &OsStr) -> Result<Vec<u8>, Errno> {
+        // The kernel asks for `security.capability` and the ACLs of a file
+        // being written: an open rw descriptor answers without a lookup.
+        match self.any_open_rw_file(ino.0) {
+            Some(f) => fget_xattr(&f.file, name),
+            None => self
+                .real_of(ino)
+                .and_then(|e| e.xattr(name).map_err(io_errno)),
+        }
+    }
+
+    /// LISTXATTR: the attribute names of node `ino`, each followed by a NUL.
+    pub(super) fn list_xattr(&self, ino: INodeNo) -> Result<Vec<u8>, Errno> {
+        self.real_of(ino)
+            .and_then(|e| e.xattr_names().map_err(io_errno))
+    }
+
+    /// REMOVEXATTR: removes `name` from node `ino`, copied up first.
+    pub(super) fn remove_xattr(&self, ino: INodeNo, name: &OsStr) -> Result<(), Errno> {
+        self.real_of(ino).and_then(|e| {
+            // Nothing to copy up for a missing attribute.
+            e.xattr(name).map_err(io_errno)?;
+            let e = self.writable_real(ino)?;
+            e.remove_xattr(name).map_err(io_errno)
+        })
+    }
+}
+
+/// [`UnionFs::get_xattr`] through an open descriptor.
+fn fget_xattr(file: &File, name: &OsStr) -> Result<Vec<u8>, Errno> {
+    read_xattr(
+        || rustix::fs::fgetxattr_query(file, name),
+        |buf| rustix::fs::fgetxattr(file, name, buf),
+    )
+}
+
+/// Sizes an xattr, then reads it, again if it grew in between (`ERANGE`).
+fn read_xattr(
+    query: impl Fn() -> rustix::io::Result<usize>,
+    read: impl Fn(&mut [u8]) -> rustix::io::Result<usize>,
+) -> Result<Vec<u8>, Errno> {
+    loop {
+        let len = query().map_err(rustix_errno)?;
+        let mut buf = vec![0u8; len];
+        match read(&mut buf[..]) {
+            Ok(n) => {
+                buf.truncate(n);
+                return Ok(buf);
+            }
+            Err(rustix::io::Errno::RANGE) => continue,
+            Err(e) => return Err(rustix_errno(e)),
+        }
+    }
+}
