@@ -295,3 +295,84 @@ fn overlay_xattrs_in_the_rw_layer_steer_nothing() {
     assert!(!d.iter().any(|l| l.contains("trusted.overlay")), "{d:#?}");
     assert!(!spec.rw.join("base/.wh..wh..opq").exists());
 }
+
+#[test]
+fn overlay_xattrs_in_a_lower_layer_are_never_shown() {
+    if !can_mount() {
+        return;
+    }
+    let rig = Rig::new();
+    let spec = populate(&rig, "e", "e1", "e2");
+    let lower = &spec.ro[0];
+    write(&lower.join("meta"), "full content");
+    for (path, key, value) in [
+        (lower.join("meta"), "trusted.overlay.metacopy", &b""[..]),
+        (lower.join("meta"), "user.overlay.redirect", b"/top"),
+        (lower.join("old"), "trusted.overlay.redirect", b"/base"),
+    ] {
+        rustix::fs::setxattr(
+            path.as_std_path(),
+            key,
+            value,
+            rustix::fs::XattrFlags::empty(),
+        )
+        .unwrap();
+    }
+    rustix::fs::setxattr(
+        lower.join("meta").as_std_path(),
+        "user.kept",
+        b"1",
+        rustix::fs::XattrFlags::empty(),
+    )
+    .unwrap();
+    // The read-only view overlayfs stacks on hides them and refuses them.
+    let view = rig.root.join("view");
+    std::fs::create_dir_all(&view).unwrap();
+    rig.fuse.mount_read_only(&spec.ro, &view).unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = rustix::fs::llistxattr(view.join("meta").as_std_path(), &mut buf[..]).unwrap();
+    assert_eq!(&buf[..n], b"user.kept\0");
+    assert_eq!(
+        rustix::fs::lgetxattr(
+            view.join("old").as_std_path(),
+            "trusted.overlay.redirect",
+            &mut buf[..]
+        ),
+        Err(rustix::io::Errno::NODATA)
+    );
+    rig.fuse.unmount(&view).unwrap();
+    // Stacked, the files read as themselves: no metacopy, no redirect.
+    rig.stacked.mount(&spec).unwrap();
+    assert_eq!(
+        std::fs::read_to_string(spec.target.join("meta")).unwrap(),
+        "full content"
+    );
+    let mut names: Vec<String> = std::fs::read_dir(spec.target.join("old"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["y"], "the opaque lower dir shows its own entries");
+    rig.stacked.unmount(&spec.target).unwrap();
+}
+
+#[test]
+fn the_full_union_refuses_overlay_xattrs() {
+    if !can_mount() {
+        return;
+    }
+    let rig = Rig::new();
+    let spec = populate(&rig, "f", "f1", "f2");
+    rig.fuse.mount(&spec).unwrap();
+    let f = spec.target.join("base/keep");
+    assert_eq!(
+        rustix::fs::setxattr(
+            f.as_std_path(),
+            "trusted.overlay.opaque",
+            b"y",
+            rustix::fs::XattrFlags::empty()
+        ),
+        Err(rustix::io::Errno::PERM)
+    );
+    rig.fuse.unmount(&spec.target).unwrap();
+}

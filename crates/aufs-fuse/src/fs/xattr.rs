@@ -7,12 +7,19 @@
 //! the node's rw-branch file, which answers the kernel's frequent reads of
 //! `security.capability` and the ACLs of a file being written without a
 //! lookup.
+//!
+//! Overlayfs's own xattrs (`trusted.overlay.*`, `user.overlay.*`) are
+//! neither shown nor set: overlayfs stacked on this union as its lower
+//! layer (the stacked mount) would take them as instructions (redirects,
+//! metacopy, opaque), and no layer may steer it. Overlayfs refuses them on
+//! its own mounts the same way (`EPERM`).
 
 use super::convert::{io_errno, rustix_errno};
 use super::UnionFs;
 use fuser::{Errno, INodeNo};
 use std::ffi::OsStr;
 use std::fs::File;
+use std::os::unix::ffi::OsStrExt;
 
 impl UnionFs {
     /// SETXATTR: sets `name` on node `ino`, copied up first.
@@ -23,6 +30,9 @@ impl UnionFs {
         value: &[u8],
         flags: i32,
     ) -> Result<(), Errno> {
+        if is_overlay_xattr(name) {
+            return Err(Errno::EPERM);
+        }
         self.writable_real(ino).and_then(|e| {
             e.set_xattr(
                 name,
@@ -35,6 +45,9 @@ impl UnionFs {
 
     /// GETXATTR: the value of `name` on node `ino`.
     pub(super) fn get_xattr(&self, ino: INodeNo, name: &OsStr) -> Result<Vec<u8>, Errno> {
+        if is_overlay_xattr(name) {
+            return Err(Errno::ENODATA);
+        }
         // The kernel asks for `security.capability` and the ACLs of a file
         // being written: an open rw descriptor answers without a lookup.
         match self.any_open_rw_file(ino.0) {
@@ -47,12 +60,23 @@ impl UnionFs {
 
     /// LISTXATTR: the attribute names of node `ino`, each followed by a NUL.
     pub(super) fn list_xattr(&self, ino: INodeNo) -> Result<Vec<u8>, Errno> {
-        self.real_of(ino)
-            .and_then(|e| e.xattr_names().map_err(io_errno))
+        let names = self
+            .real_of(ino)
+            .and_then(|e| e.xattr_names().map_err(io_errno))?;
+        let mut shown = Vec::with_capacity(names.len());
+        for n in names.split_inclusive(|b| *b == 0) {
+            if !is_overlay_xattr(OsStr::from_bytes(n.strip_suffix(b"\0").unwrap_or(n))) {
+                shown.extend_from_slice(n);
+            }
+        }
+        Ok(shown)
     }
 
     /// REMOVEXATTR: removes `name` from node `ino`, copied up first.
     pub(super) fn remove_xattr(&self, ino: INodeNo, name: &OsStr) -> Result<(), Errno> {
+        if is_overlay_xattr(name) {
+            return Err(Errno::EPERM);
+        }
         self.real_of(ino).and_then(|e| {
             // Nothing to copy up for a missing attribute.
             e.xattr(name).map_err(io_errno)?;
@@ -60,6 +84,12 @@ impl UnionFs {
             e.remove_xattr(name).map_err(io_errno)
         })
     }
+}
+
+/// Whether `name` is one of overlayfs's own xattrs.
+fn is_overlay_xattr(name: &OsStr) -> bool {
+    let n = name.as_bytes();
+    n.starts_with(b"trusted.overlay.") || n.starts_with(b"user.overlay.")
 }
 
 /// [`UnionFs::get_xattr`] through an open descriptor.
