@@ -143,10 +143,27 @@ pub(crate) fn write_entry<W: Write>(
             h.link = links.0[&key].clone();
         }
         FileType::RegularFile => {
-            let fd = rustix::fs::openat(
+            // The diff dir of a running container changes under us: pin the
+            // entry, check it is still this regular file, and only then open
+            // it (opening a device put there meanwhile would run its driver).
+            let pinned = rustix::fs::openat(
                 parent,
                 name,
-                OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NONBLOCK,
+                OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::empty(),
+            )
+            .map_err(|err| at("opening file")(err.into()))?;
+            let now = rustix::fs::fstat(&pinned).map_err(|err| at("stat")(err.into()))?;
+            if FileType::from_raw_mode(now.st_mode) != FileType::RegularFile
+                || (now.st_dev, now.st_ino) != (stat.st_dev, stat.st_ino)
+            {
+                return Err(at("opening file")(io::Error::other(
+                    "replaced while being exported",
+                )));
+            }
+            let fd = rustix::fs::open(
+                proc_path(pinned.as_fd(), b""),
+                OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOCTTY,
                 Mode::empty(),
             )
             .map_err(|err| at("opening file")(err.into()))?;

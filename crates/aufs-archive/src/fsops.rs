@@ -103,11 +103,11 @@ pub(crate) fn gid(g: u32) -> Gid {
     Gid::from_raw(g)
 }
 
-/// `/proc/self/fd/<dir>/<name>`: a path naming `name` in an already-resolved
+/// `/proc/thread-self/fd/<dir>/<name>`: a path naming `name` in an already-resolved
 /// directory, for calls that have no `*at` form (`lsetxattr`, `llistxattr`).
 pub(crate) fn proc_path(dir: BorrowedFd<'_>, name: &[u8]) -> PathBuf {
     use std::os::unix::ffi::OsStrExt;
-    let mut p = PathBuf::from(format!("/proc/self/fd/{}", dir.as_raw_fd()));
+    let mut p = PathBuf::from(format!("/proc/thread-self/fd/{}", dir.as_raw_fd()));
     if !name.is_empty() {
         p.push(std::ffi::OsStr::from_bytes(name));
     }

@@ -111,9 +111,16 @@ impl Entry {
         self.metadata.is_dir()
     }
 
-    /// `Ok` when `md` is the file this entry was looked up as.
+    /// `Ok` when `md` is the file this entry was looked up as: the same
+    /// device, inode number, type and (where the filesystem keeps one)
+    /// birth time, so a number reused by a file made since does not pass.
     fn same(&self, md: &Meta) -> io::Result<()> {
-        if md.ino() == self.metadata.ino() && md.dev() == self.metadata.dev() {
+        let was = &self.metadata;
+        if md.ino() == was.ino()
+            && md.dev() == was.dev()
+            && md.kind() == was.kind()
+            && md.birth() == was.birth()
+        {
             Ok(())
         } else {
             Err(stale())
@@ -148,37 +155,60 @@ impl Entry {
         Ok(fd)
     }
 
-    /// Opens the file with open(2) `flags` (`O_CREAT`, `O_TRUNC` and
-    /// `O_APPEND` are the caller's business and removed; the name is never
-    /// followed).
+    /// Opens a regular file or a directory with open(2) `flags` (`O_CREAT`,
+    /// `O_TRUNC` and `O_APPEND` are the caller's business and removed; the
+    /// name is never followed).
+    ///
+    /// Opening anything else is refused (`EPERM`): opening a device runs
+    /// its driver (a watchdog, a serial line), a fifo can block forever,
+    /// and the kernel opens those of a FUSE mount itself. So that a rename
+    /// racing the call cannot put one there first, a regular file is
+    /// pinned (`O_PATH`), checked to be the file the lookup saw, and only
+    /// then opened, through its `/proc/thread-self/fd` link.
     pub fn open(&self, flags: i32) -> io::Result<File> {
         let flags = (flags
             & !(libc::O_CREAT
                 | libc::O_EXCL
-                | libc::O_NOCTTY
                 | libc::O_APPEND
                 | libc::O_DIRECT
                 | libc::O_TRUNC
-                | libc::O_PATH))
-            | libc::O_NOFOLLOW
+                | libc::O_PATH
+                | libc::O_NOFOLLOW))
+            | libc::O_NOCTTY
             | libc::O_CLOEXEC;
-        if self.at.name.is_empty() {
-            // Nameless: through the magic link, which names the file itself.
-            let fd = rustix::fs::open(
-                proc_path(self.at.dir()),
-                OFlags::from_bits_retain((flags & !libc::O_NOFOLLOW) as u32),
+        let reopen = |fd: BorrowedFd<'_>| -> io::Result<File> {
+            Ok(File::from(rustix::fs::open(
+                proc_path(fd),
+                OFlags::from_bits_retain(flags as u32),
                 Mode::empty(),
-            )?;
-            return Ok(File::from(fd));
+            )?))
+        };
+        match self.metadata.kind() {
+            EntryKind::File => {}
+            EntryKind::Dir if !self.at.name.is_empty() => {
+                // O_DIRECTORY fails on anything else before opening it.
+                let fd = rustix::fs::openat(
+                    self.at.dir(),
+                    &self.at.name,
+                    OFlags::from_bits_retain((flags | libc::O_DIRECTORY | libc::O_NOFOLLOW) as u32),
+                    Mode::empty(),
+                )?;
+                self.same(&Meta::of(&fd)?)?;
+                return Ok(File::from(fd));
+            }
+            EntryKind::Dir => {}
+            _ => return Err(io::Error::from_raw_os_error(libc::EPERM)),
         }
-        let fd = rustix::fs::openat(
-            self.at.dir(),
-            &self.at.name,
-            OFlags::from_bits_retain(flags as u32),
-            Mode::empty(),
-        )?;
-        self.same(&Meta::of(&fd)?)?;
-        Ok(File::from(fd))
+        if self.at.name.is_empty() {
+            // Nameless: the held descriptor is the file itself.
+            let md = Meta::of(self.at.dir())?;
+            if md.kind() != self.metadata.kind() {
+                return Err(stale());
+            }
+            return reopen(self.at.dir());
+        }
+        let pinned = self.pin()?;
+        reopen(pinned.as_fd())
     }
 
     /// Fresh attributes of the file.
@@ -306,4 +336,46 @@ pub struct DirEntry {
     pub branch_index: usize,
     /// Its stable union inode number, as [`Entry::ino`].
     pub ino: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::UnionView;
+    use std::path::Path;
+
+    /// A file swapped for a fifo between the lookup and the open is not
+    /// opened (an open of the fifo would block; of a device, run its
+    /// driver), and an entry that is a fifo is never opened at all.
+    #[test]
+    fn open_never_reaches_a_special_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let rw = camino::Utf8Path::from_path(dir.path()).unwrap();
+        std::fs::write(rw.join("x"), b"data").unwrap();
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            rw.join("fifo").as_std_path(),
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::from_raw_mode(0o666),
+            0,
+        )
+        .unwrap();
+        let view = UnionView::open(Some(rw), &[]).unwrap();
+        let x = view.lookup(Path::new("x")).unwrap().unwrap();
+        let fifo = view.lookup(Path::new("fifo")).unwrap().unwrap();
+        assert_eq!(
+            fifo.open(libc::O_RDONLY).unwrap_err().raw_os_error(),
+            Some(libc::EPERM)
+        );
+        std::fs::rename(rw.join("fifo"), rw.join("x")).unwrap();
+        assert_eq!(
+            x.open(libc::O_RDONLY).unwrap_err().raw_os_error(),
+            Some(libc::ESTALE),
+            "the fifo now named x is not the file looked up"
+        );
+        // A new regular file under the old name is no match either.
+        std::fs::remove_file(rw.join("x")).unwrap();
+        std::fs::write(rw.join("x"), b"other").unwrap();
+        let err = x.open(libc::O_RDONLY).unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::ESTALE));
+    }
 }
