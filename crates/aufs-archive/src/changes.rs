@@ -223,6 +223,11 @@ impl Walker<'_> {
             let Some(st) = lstat_at(fd, &name) else {
                 continue;
             };
+            if crate::apply::is_dot_whiteout(&name) {
+                // Never applied; made by hand it deletes nothing a union shows.
+                tracing::warn!("storage-driver" = "aufs", path = %self.upper.join(lossy(&join(rel, &name))), "ignoring a whiteout of `.` or `..`");
+                continue;
+            }
             if let Some(target) = whiteout_target_bytes(&name) {
                 let parent = rel.to_vec();
                 self.push_parent_modify(&parent, &mut parent_recorded);
