@@ -1,6 +1,6 @@
 //! The one place where real adapters are plugged into the driver.
 
-use crate::cli::Cli;
+use crate::cli::{Cli, Command};
 use crate::Failure;
 use aufs_driver::kernel::KernelAufs;
 use aufs_driver::support::{self, BackendChoice};
@@ -50,6 +50,9 @@ pub fn open_driver(cli: &Cli) -> Result<Driver, Failure> {
         .map_err(|e| Failure::Error(format!("lock dir {root}/locks: {e}")))?;
     let mut config = DriverConfig::new(root);
     config.refs = RefStore::OnDisk;
+    // An import's layer counts only once its content is in: cut off
+    // between create and apply, importing again applies it.
+    config.await_apply = matches!(cli.command, Command::Import { .. });
     Ok(Driver::init(
         config,
         Ports {

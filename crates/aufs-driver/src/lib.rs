@@ -17,6 +17,7 @@ mod error;
 pub mod kernel;
 mod layer_archive;
 mod layout;
+mod recovery;
 pub mod refcount;
 pub mod support;
 
