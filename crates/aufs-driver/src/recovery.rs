@@ -9,6 +9,8 @@
 //! - `removing/<id>`: the dirs of a removal, moved out of `diff/` and `mnt/`.
 //! - `.<name>.<unique>.tmp` in `layers/`, `refs/` and `incomplete/`: a temp
 //!   file of an atomic write of `<name>`, made under that layer's lock.
+//! - `tar-split/<id>.tar-split.gz[.seal].tmp-<pid>`: metadata an apply was
+//!   installing after its swap.
 //!
 //! Docker's own `diff/<id>-removing` and `mnt/<id>-removing` are removed as
 //! the Go driver does, unless a layer of that name exists.
@@ -133,7 +135,7 @@ impl Driver {
         }
         let tar_split = layout.tar_split_dir();
         for (name, _) in self.entries(&tar_split, &mut note) {
-            if let Some((owner, _)) = name.split_once(".tar-split.gz.tmp-") {
+            if let Some(owner) = tar_split_temp_owner(&name) {
                 note(self.remove_if_unlocked(owner, &tar_split.join(&name)));
             }
         }
@@ -220,6 +222,17 @@ fn temp_file_owner(name: &str) -> Option<&str> {
     (numeric && !owner.is_empty()).then_some(owner)
 }
 
+/// The layer whose apply left `name` in `tar-split/`: a temp file of its
+/// metadata or seal (`<id>.tar-split.gz[.seal].tmp-<pid>`).
+fn tar_split_temp_owner(name: &str) -> Option<&str> {
+    let (owner, rest) = name.split_once(".tar-split.gz")?;
+    let pid = rest
+        .strip_prefix(".tmp-")
+        .or_else(|| rest.strip_prefix(".seal.tmp-"))?;
+    (!owner.is_empty() && !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit()))
+        .then_some(owner)
+}
+
 fn ignore_missing(r: std::io::Result<()>) -> std::io::Result<()> {
     match r {
         Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(()),
@@ -230,6 +243,21 @@ fn ignore_missing(r: std::io::Result<()>) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::temp_file_owner;
+
+    #[test]
+    fn tar_split_temp_names_give_their_layer() {
+        use super::tar_split_temp_owner as owner;
+        assert_eq!(owner("a.b.tar-split.gz.tmp-12"), Some("a.b"));
+        assert_eq!(owner("x.tar-split.gz.seal.tmp-7"), Some("x"));
+        for other in [
+            "x.tar-split.gz",
+            "x.tar-split.gz.seal",
+            "x.tar-split.gz.tmp-",
+            ".tar-split.gz.tmp-1",
+        ] {
+            assert_eq!(owner(other), None, "{other}");
+        }
+    }
 
     #[test]
     fn temp_file_names_give_their_owner() {
