@@ -142,10 +142,10 @@ fn an_input_truncated_during_apply_is_a_clean_error() {
             .stderr(std::process::Stdio::piped())
             .spawn()
             .unwrap();
-        // Truncate once the apply has started staging.
+        // Truncate once the apply is writing files into its staging tree.
         let staging = c.root.join("staging").join(&id);
         let start = Instant::now();
-        while !staging.exists() && start.elapsed() < Duration::from_secs(20) {
+        while !writing_files(&staging) && start.elapsed() < Duration::from_secs(20) {
             std::thread::sleep(Duration::from_micros(200));
         }
         std::fs::OpenOptions::new()
@@ -172,4 +172,14 @@ fn an_input_truncated_during_apply_is_a_clean_error() {
         .unwrap()
         .next()
         .is_none());
+}
+
+/// True once an apply staging in `staging` has written a file under `d/`.
+fn writing_files(staging: &std::path::Path) -> bool {
+    let Ok(entries) = std::fs::read_dir(staging) else {
+        return false;
+    };
+    entries
+        .flatten()
+        .any(|e| std::fs::read_dir(e.path().join("tree/d")).is_ok_and(|mut d| d.next().is_some()))
 }

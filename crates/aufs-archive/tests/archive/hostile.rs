@@ -323,56 +323,65 @@ fn hostile_archives_never_touch_the_outside() {
     let s = Scratch::new();
     let outside = s.mkdir("outside");
     write_file(&outside.join("victim"), b"secret");
+    // Every case runs; the failures are listed together at the end.
+    let mut failed = Vec::new();
     for case in corpus(&outside) {
-        let before = snapshot(&outside);
-        let layers = s.mkdir(&format!("layers-{}", case.name.replace(' ', "_")));
-        let diff = layers.join("diff");
-        fs::create_dir(&diff).unwrap();
-        write_file(&diff.join("pre-existing"), b"old");
-        let layer_before = snapshot(&diff);
-        let res = apply_layer(
-            &case.tar[..],
-            &diff,
-            &ApplyOptions {
-                sync: false,
-                ..base_opts()
-            },
-        );
-        match (case.error, &res) {
-            (Some(want), Err(e)) => {
-                assert!(
-                    e.to_string().contains(want),
-                    "{}: error {e:?} lacks {want:?}",
-                    case.name
-                );
-                assert_eq!(
-                    snapshot(&diff),
-                    layer_before,
-                    "{}: failed apply changed the layer",
-                    case.name
-                );
+        let name = case.name;
+        let run = std::panic::AssertUnwindSafe(|| {
+            let before = snapshot(&outside);
+            let layers = s.mkdir(&format!("layers-{}", case.name.replace(' ', "_")));
+            let diff = layers.join("diff");
+            fs::create_dir(&diff).unwrap();
+            write_file(&diff.join("pre-existing"), b"old");
+            let layer_before = snapshot(&diff);
+            let res = apply_layer(
+                &case.tar[..],
+                &diff,
+                &ApplyOptions {
+                    sync: false,
+                    ..base_opts()
+                },
+            );
+            match (case.error, &res) {
+                (Some(want), Err(e)) => {
+                    assert!(
+                        e.to_string().contains(want),
+                        "{}: error {e:?} lacks {want:?}",
+                        case.name
+                    );
+                    assert_eq!(
+                        snapshot(&diff),
+                        layer_before,
+                        "{}: failed apply changed the layer",
+                        case.name
+                    );
+                }
+                (None, Ok(_)) => {}
+                (want, got) => panic!("{}: expected {want:?}, got {got:?}", case.name),
             }
-            (None, Ok(_)) => {}
-            (want, got) => panic!("{}: expected {want:?}, got {got:?}", case.name),
+            assert_eq!(snapshot(&outside), before, "{}: outside changed", case.name);
+            assert_eq!(
+                fs::read(outside.join("victim")).unwrap(),
+                b"secret",
+                "{}",
+                case.name
+            );
+            let left: Vec<_> = fs::read_dir(&layers)
+                .unwrap()
+                .map(|e| e.unwrap().file_name())
+                .collect();
+            assert_eq!(
+                left.len(),
+                1,
+                "{}: staging left behind: {left:?}",
+                case.name
+            );
+        });
+        if std::panic::catch_unwind(run).is_err() {
+            failed.push(name);
         }
-        assert_eq!(snapshot(&outside), before, "{}: outside changed", case.name);
-        assert_eq!(
-            fs::read(outside.join("victim")).unwrap(),
-            b"secret",
-            "{}",
-            case.name
-        );
-        let left: Vec<_> = fs::read_dir(&layers)
-            .unwrap()
-            .map(|e| e.unwrap().file_name())
-            .collect();
-        assert_eq!(
-            left.len(),
-            1,
-            "{}: staging left behind: {left:?}",
-            case.name
-        );
     }
+    assert!(failed.is_empty(), "failed cases: {failed:?}");
 }
 
 #[test]
