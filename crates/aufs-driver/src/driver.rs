@@ -451,7 +451,12 @@ impl Driver {
         ]
         .iter()
         .any(|p| matches!(self.ports.fs.kind(p), Ok(Some(_))));
-        if !present {
+        // A layer another live process is creating is not there yet.
+        let claim = match self.is_incomplete(id) && !self.holds_claim(id) {
+            true => Some(self.try_claim(id)?),
+            false => None,
+        };
+        if !present || matches!(claim, Some(None)) {
             return Err(DriverError::NotFound(id.to_string()));
         }
         let children = self.children(id)?;

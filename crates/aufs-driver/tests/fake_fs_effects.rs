@@ -202,6 +202,10 @@ fn awaited_layer_exists_only_once_applied() {
     // this one holds its claim, recovers it.
     let other = open_shared(DriverConfig::new("/r"));
     assert!(other.parent_chain(&id("1")).is_err());
+    assert!(matches!(
+        other.remove(&id("1")),
+        Err(DriverError::NotFound(_))
+    ));
     assert!(fs.all_paths().iter().any(|p| p.as_str() == "/r/layers/1"));
     d.remove(&id("1")).unwrap();
     assert!(!fs.all_paths().iter().any(|p| p.as_str().ends_with("/1")));
