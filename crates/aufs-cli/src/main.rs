@@ -54,9 +54,12 @@ fn usage_cause(msg: &str) -> String {
         .join(" ");
     let cause: String = first
         .chars()
-        .map(|c| match c.is_control() {
-            true => c.escape_debug().to_string(),
-            false => c.to_string(),
+        .map(|c| {
+            if c.is_control() {
+                c.escape_debug().to_string()
+            } else {
+                c.to_string()
+            }
         })
         .collect();
     if cause.is_empty() {

@@ -359,12 +359,11 @@ impl Driver {
             .filter(|p| !matches!(self.ports.fs.kind(p), Ok(Some(_))))
             .cloned()
             .collect();
-        let claim = match self.await_apply {
-            true => Some(
-                self.try_claim(id)?
-                    .ok_or_else(|| DriverError::AlreadyExists(id.to_string()))?,
-            ),
-            false => None,
+        let claim = if self.await_apply {
+            let claim = self.try_claim(id)?;
+            Some(claim.ok_or_else(|| DriverError::AlreadyExists(id.to_string()))?)
+        } else {
+            None
         };
         let result = (|| {
             self.mark_incomplete(id)?;
@@ -452,9 +451,10 @@ impl Driver {
         .iter()
         .any(|p| matches!(self.ports.fs.kind(p), Ok(Some(_))));
         // A layer another live process is creating is not there yet.
-        let claim = match self.is_incomplete(id) && !self.holds_claim(id) {
-            true => Some(self.try_claim(id)?),
-            false => None,
+        let claim = if self.is_incomplete(id) && !self.holds_claim(id) {
+            Some(self.try_claim(id)?)
+        } else {
+            None
         };
         if !present || matches!(claim, Some(None)) {
             return Err(DriverError::NotFound(id.to_string()));

@@ -11,6 +11,9 @@
 //! - [`support`]: the Go driver's refusals (no aufs, nested user namespace,
 //!   incompatible backing filesystem).
 //! - [`refcount`]: mount reference counts, in memory or under the root.
+//!
+//! Every start recovers from what killed processes left half done
+//! ([`Driver::recover`]; the states are in `docs/architecture.md`).
 
 mod driver;
 mod error;
