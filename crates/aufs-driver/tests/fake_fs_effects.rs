@@ -159,6 +159,54 @@ fn interrupted_create_is_undone_by_next_init() {
     d.create(&id("1"), None, &CreateOpts::default()).unwrap();
 }
 
+/// `cleanup` recovers too: what a process that died after this driver
+/// started left is gone, and a layer whose lock is held is left alone.
+#[test]
+fn cleanup_recovers_what_dead_processes_left_but_not_live_work() {
+    let fs = Arc::new(MemFs::new());
+    let locks = Arc::new(InProcessLocks::new());
+    let d = Driver::init(
+        DriverConfig::new("/r"),
+        Ports {
+            fs: fs.clone(),
+            host: Arc::new(FakeHost::default()),
+            backend: Arc::new(FakeUnionBackend::new(BackendKind::Fuse)),
+            locks: locks.clone(),
+        },
+    )
+    .unwrap();
+    d.create(&id("dead"), None, &CreateOpts::default()).unwrap();
+    d.create(&id("busy"), None, &CreateOpts::default()).unwrap();
+    let mkdir = |p: &str| {
+        aufs_ports::Filesystem::create_dir_all(fs.as_ref(), p.into(), 0o700, None).unwrap()
+    };
+    let touch = |p: &str| aufs_ports::Filesystem::write_new(fs.as_ref(), p.into(), b"").unwrap();
+    mkdir("/r/tar-split");
+    for layer in ["dead", "busy"] {
+        mkdir(&format!("/r/staging/{layer}/.aufs-apply-x/tree"));
+        touch(&format!("/r/incomplete/{layer}"));
+        touch(&format!("/r/tar-split/{layer}.tar-split.gz.seal.tmp-77"));
+        touch(&format!("/r/layers/.{layer}.77-0-1f.tmp"));
+    }
+    let held = aufs_ports::LayerLocks::lock(locks.as_ref(), "busy").unwrap();
+    d.cleanup().unwrap();
+    let left: Vec<String> = fs.all_paths().iter().map(|p| p.to_string()).collect();
+    assert!(!left.iter().any(|p| p.contains("dead")), "{left:?}");
+    for kept in [
+        "/r/staging/busy",
+        "/r/incomplete/busy",
+        "/r/tar-split/busy.tar-split.gz.seal.tmp-77",
+        "/r/layers/.busy.77-0-1f.tmp",
+        "/r/layers/busy",
+    ] {
+        assert!(left.iter().any(|p| p == kept), "{kept} removed: {left:?}");
+    }
+    drop(held);
+    d.cleanup().unwrap();
+    let left: Vec<String> = fs.all_paths().iter().map(|p| p.to_string()).collect();
+    assert!(!left.iter().any(|p| p.contains("busy")), "{left:?}");
+}
+
 #[test]
 fn removal_never_touches_a_dir_it_did_not_rename() {
     let fs = Arc::new(MemFs::new());
