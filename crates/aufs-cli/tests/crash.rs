@@ -46,7 +46,7 @@ impl Rng {
 
 /// A three-layer image, big enough that its applies take a while.
 fn image() -> Image {
-    let base: Vec<(String, Vec<u8>)> = (0..60)
+    let base: Vec<(String, Vec<u8>)> = (0..40)
         .map(|i| {
             (
                 format!("usr/lib/f{i}"),
@@ -57,7 +57,7 @@ fn image() -> Image {
     let mid = vec![
         (
             "usr/bin/big".to_owned(),
-            (0..1_500_000u32).map(|i| (i * 7 % 251) as u8).collect(),
+            (0..800_000u32).map(|i| (i * 7 % 251) as u8).collect(),
         ),
         ("etc/os-release".to_owned(), b"mid\n".to_vec()),
     ];
