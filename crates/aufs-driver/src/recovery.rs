@@ -165,7 +165,9 @@ impl Driver {
     }
 
     fn recover_incomplete(&self, name: &str) -> Result<()> {
-        let id = LayerId::new(name)?;
+        let Some(id) = owner_id(name) else {
+            return Ok(());
+        };
         let Some(_lock) = self.try_lock(&id)? else {
             return Ok(());
         };
@@ -184,7 +186,9 @@ impl Driver {
     /// Removes `path`, made by the store for layer `owner`, unless a live
     /// process holds that layer.
     fn remove_if_unlocked(&self, owner: &str, path: &Utf8Path) -> Result<()> {
-        let id = LayerId::new(owner)?;
+        let Some(id) = owner_id(owner) else {
+            return Ok(());
+        };
         let Some(_lock) = self.try_lock(&id)? else {
             return Ok(());
         };
@@ -207,6 +211,19 @@ impl Driver {
             .fs
             .remove_all(path)
             .map_err(DriverError::io("remove stale", path.to_owned()))
+    }
+}
+
+/// The layer an entry of the store's own dirs belongs to. The store never
+/// makes one for an invalid id, so such an entry is someone else's: left
+/// alone, and no reason for recovery to fail.
+fn owner_id(name: &str) -> Option<LayerId> {
+    match LayerId::new(name) {
+        Ok(id) => Some(id),
+        Err(e) => {
+            tracing::warn!(storage_driver = "aufs", error = %e, "recovery leaves alone an entry that names no layer");
+            None
+        }
     }
 }
 

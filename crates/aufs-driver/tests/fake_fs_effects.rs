@@ -188,6 +188,8 @@ fn cleanup_recovers_what_dead_processes_left_but_not_live_work() {
         touch(&format!("/r/tar-split/{layer}.tar-split.gz.seal.tmp-77"));
         touch(&format!("/r/layers/.{layer}.77-0-1f.tmp"));
     }
+    // Not the store's: no valid layer id names it.
+    mkdir("/r/staging/stray-removing");
     let held = aufs_ports::LayerLocks::lock(locks.as_ref(), "busy").unwrap();
     d.cleanup().unwrap();
     let left: Vec<String> = fs.all_paths().iter().map(|p| p.to_string()).collect();
@@ -198,6 +200,7 @@ fn cleanup_recovers_what_dead_processes_left_but_not_live_work() {
         "/r/tar-split/busy.tar-split.gz.seal.tmp-77",
         "/r/layers/.busy.77-0-1f.tmp",
         "/r/layers/busy",
+        "/r/staging/stray-removing",
     ] {
         assert!(left.iter().any(|p| p == kept), "{kept} removed: {left:?}");
     }
