@@ -40,6 +40,11 @@ pub struct DriverConfig {
     /// off between the two then leaves no empty layer under the name of
     /// its content, and importing again applies it.
     pub await_apply: bool,
+    /// With `await_apply`: layer ids are chain ids (an image's layers), and
+    /// a layer completes only when the applied content has its chain id.
+    /// An import cut off before it compared the content with the image's
+    /// config then never leaves a layer with other content under the name.
+    pub chain_ids: bool,
 }
 
 impl DriverConfig {
@@ -50,6 +55,7 @@ impl DriverConfig {
             id_maps: IdMappings::default(),
             refs: RefStore::InMemory,
             await_apply: false,
+            chain_ids: false,
         }
     }
 }
@@ -119,6 +125,7 @@ pub struct Driver {
     refs: RefCounter,
     path_cache: Mutex<HashMap<LayerId, Utf8PathBuf>>,
     await_apply: bool,
+    chain_ids: bool,
     /// Claims on the incomplete layers this driver created and has not
     /// filled yet ([`DriverConfig::await_apply`]): while one is held, no
     /// recovery takes the layer for a dead process's.
@@ -186,6 +193,7 @@ impl Driver {
             refs,
             path_cache: Mutex::default(),
             await_apply: config.await_apply,
+            chain_ids: config.chain_ids,
             claims: Mutex::default(),
         };
         if let Err(e) = driver.recover() {
@@ -488,6 +496,11 @@ impl Driver {
             .unwrap_or_else(|e| e.into_inner())
             .get(id)
             .cloned()
+    }
+
+    /// Whether layer ids are chain ids ([`DriverConfig::chain_ids`]).
+    pub(crate) fn chain_ids(&self) -> bool {
+        self.chain_ids
     }
 
     /// The adapters.

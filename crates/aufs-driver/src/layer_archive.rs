@@ -125,9 +125,15 @@ impl Driver {
         let _ = self.ports().fs.remove_all(&staging);
         let report = report?;
         if self.holds_claim(id) {
-            // The layer this driver created incomplete is filled: it exists now.
-            self.clear_incomplete(id)?;
-            self.release_claim(id);
+            let named_right = !self.chain_ids()
+                || crate::chain_id::is_chain_id(id, chain.parent(), report.diff_id.as_deref());
+            if named_right {
+                // The layer this driver created incomplete is filled: it exists now.
+                self.clear_incomplete(id)?;
+                self.release_claim(id);
+            } else {
+                tracing::warn!(storage_driver = "aufs", %id, diff_id = ?report.diff_id, "applied content does not have the layer's chain id; the layer stays incomplete");
+            }
         }
         tracing::debug!(storage_driver = "aufs", %id, size = report.size, entries = report.entries, "applied layer");
         Ok(ApplyOutcome {

@@ -15,6 +15,7 @@
 //! Every start recovers from what killed processes left half done
 //! ([`Driver::recover`]; the states are in `docs/architecture.md`).
 
+mod chain_id;
 mod driver;
 mod error;
 pub mod kernel;
