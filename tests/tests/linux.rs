@@ -20,7 +20,7 @@ use aufs_driver::{CreateOpts, Driver, DriverConfig, Ports, RefStore};
 use aufs_linux::{FlockLocks, LinuxFilesystem, LinuxHost, LinuxMounter};
 use aufs_model::LayerId;
 use aufs_ports::fakes::FakeUnionBackend;
-use aufs_ports::{BackendKind, SystemClock, UnionBackend};
+use aufs_ports::{BackendKind, LayerLocks, SystemClock, UnionBackend};
 use aufs_tests::{driver_suite, Rig};
 use camino::{Utf8Path, Utf8PathBuf};
 use std::collections::BTreeSet;
@@ -247,8 +247,13 @@ fn many_creates_leave_no_temp_files() {
     assert_eq!(names_in(&root.join("mnt")), expected);
     assert_eq!(
         names_in(&root),
-        ["diff", "layers", "mnt"].map(String::from).into()
+        ["diff", "incomplete", "layers", "mnt", "removing", "staging"]
+            .map(String::from)
+            .into()
     );
+    for transient in ["incomplete", "removing", "staging"] {
+        assert!(names_in(&root.join(transient)).is_empty(), "{transient}");
+    }
 }
 
 #[test]

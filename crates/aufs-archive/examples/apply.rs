@@ -1,6 +1,8 @@
 //! Applies a layer tarball into a directory:
 //! `cargo run -p aufs-archive --example apply -- [--no-sync] [--no-digest] [--read] TAR DIR [TAR_SPLIT]`
-//! (`--read`: read the file as a stream instead of mapping it).
+//! (`--read`: `apply_layer` on the file as a stream, instead of
+//! `apply_layer_file`, which maps only files sealed against shrinking and
+//! reads a plain file too).
 
 use aufs_archive::{apply_layer, apply_layer_file, ApplyOptions};
 

@@ -95,12 +95,13 @@ pub fn apply_layer(
 
 /// [`apply_layer`] for a tarball in a file, read from its current offset.
 ///
-/// A regular file is mapped instead of read: an uncompressed layer then goes
-/// from the page cache to the diff dir without a copy into buffers, and
-/// hashing may run ahead of the applier without holding memory of its own; a
-/// compressed one is decompressed straight from the mapping. Anything else
-/// (a pipe, a socket) is read as [`apply_layer`] reads it. The file must not
-/// be truncated while it is applied (its mapping would fault).
+/// A file sealed against shrinking (a memfd with `F_SEAL_SHRINK`) is mapped
+/// instead of read: an uncompressed layer then goes from the page cache to
+/// the diff dir without a copy into buffers, and hashing may run ahead of
+/// the applier without holding memory of its own; a compressed one is
+/// decompressed straight from the mapping. Anything else (a file someone
+/// could truncate meanwhile, a pipe, a socket) is read as [`apply_layer`]
+/// reads it.
 pub fn apply_layer_file(
     file: &File,
     diff_dir: &Utf8Path,
@@ -134,10 +135,19 @@ fn apply_from<'m>(
     pump: impl FnOnce(SyncSender<pipe::Block<'m>>, Receiver<Vec<u8>>) -> pipe::Pumped,
 ) -> Result<ApplyReport> {
     let staging = Staging::create(diff_dir, opts)?;
-    let split_tmp = opts
-        .tar_split
-        .as_ref()
-        .map(|p| Utf8PathBuf::from(format!("{p}.tmp-{}", std::process::id())));
+    // Beside the staging tree when there is a staging dir: whoever clears
+    // a dead apply's staging dir clears its temp metadata too.
+    let split_tmp = opts.tar_split.as_ref().map(|p| {
+        let name = format!(
+            "{}.tmp-{}",
+            p.file_name().unwrap_or("tar-split"),
+            std::process::id()
+        );
+        match &opts.staging_parent {
+            Some(dir) => dir.join(name),
+            None => p.with_file_name(name),
+        }
+    });
     let result = (|| {
         let rec: Option<Box<dyn Recorder>> = match &split_tmp {
             Some(tmp) => Some(Box::new(TarSplitWriter::create(tmp, opts.sync)?)),
@@ -183,6 +193,14 @@ fn apply_from<'m>(
             let _ = std::fs::remove_dir_all(d);
         }
     };
+    // Metadata of the old content goes before the swap: cut off between
+    // the two, the layer has no exact bytes rather than another tar's.
+    if let Some(dst) = &opts.tar_split {
+        if let Err(e) = remove_if_present(dst) {
+            cleanup();
+            return Err(ArchiveError::io("removing old tar-split metadata", dst, e));
+        }
+    }
     if let Err(e) = staging.commit(diff_dir, opts.sync) {
         cleanup();
         return Err(e);
@@ -473,6 +491,13 @@ impl Drop for Staging {
     }
 }
 
+fn remove_if_present(p: &Utf8Path) -> io::Result<()> {
+    match std::fs::remove_file(p) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        r => r,
+    }
+}
+
 fn is_errno(e: &io::Error, n: rustix::io::Errno) -> bool {
     e.raw_os_error() == Some(n.raw_os_error())
 }
@@ -563,6 +588,13 @@ struct Applier<'a, R> {
     /// The diff size so far, while it can be counted entry by entry (the
     /// tree started empty and nothing was replaced); else it is measured.
     size: Option<u64>,
+}
+
+/// `.wh..` and `.wh...`: whiteouts naming no entry but the directory itself
+/// or its parent.
+pub(crate) fn is_dot_whiteout(name: &[u8]) -> bool {
+    name.strip_prefix(WHITEOUT_PREFIX.as_bytes())
+        .is_some_and(|target| target == b"." || target == b"..")
 }
 
 /// Docker's `filepath.Clean` + breakout check: the path relative to the root,
@@ -725,6 +757,12 @@ impl<'a, R: BufRead> Applier<'a, R> {
                 return Ok(());
             }
         }
+        if is_dot_whiteout(split_last(&rel).1) {
+            return Err(ArchiveError::bad_entry(
+                &e.name,
+                "whiteout of `.` or `..` would delete a directory itself or its parent",
+            ));
+        }
         if rel.is_empty() {
             if e.kind == Kind::Dir {
                 return Ok(()); // The layer root keeps its own metadata (Docker's Untar).
@@ -815,7 +853,9 @@ impl<'a, R: BufRead> Applier<'a, R> {
             Kind::Symlink => {
                 // Docker's Untar refuses relative targets that climb out of the layer.
                 let mut joined = dir_rel.to_vec();
-                joined.push(b'/');
+                if !joined.is_empty() {
+                    joined.push(b'/');
+                }
                 joined.extend_from_slice(e.link.strip_prefix(b"/").unwrap_or(&e.link));
                 if e.link.is_empty() || clean_path(&joined).is_none() {
                     return Err(ArchiveError::bad_entry(

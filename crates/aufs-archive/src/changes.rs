@@ -261,6 +261,11 @@ impl Walker<'_> {
             let Some(st) = lstat_at(fd, &name) else {
                 continue;
             };
+            if crate::apply::is_dot_whiteout(&name) {
+                // Never applied; made by hand it deletes nothing a union shows.
+                tracing::warn!("storage-driver" = "aufs", path = %self.upper.join(lossy(&join(rel, &name))), "ignoring a whiteout of `.` or `..`");
+                continue;
+            }
             let target = if overlay_form::is_whiteout(&st) {
                 Some(name.as_slice())
             } else {

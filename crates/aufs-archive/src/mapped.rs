@@ -1,12 +1,13 @@
-//! Layer tarballs in regular files, mapped instead of read.
+//! Layer tarballs in files that cannot shrink, mapped instead of read.
 //!
 //! Reading copies every byte from the page cache into a buffer that is then
 //! hashed and copied again into the diff dir; with the file mapped, the
 //! hash and the writes read the page cache directly. The one `unsafe` of the
-//! crate is here: a mapping is only sound while nobody truncates the file.
-//! A layer file being applied is not truncated by anyone who wants the
-//! apply to succeed, and a truncation faults (SIGBUS) rather than corrupting
-//! the layer: the staged tree is never moved into place.
+//! crate is here: a mapping is only sound while nobody truncates the file,
+//! and a truncation faults (SIGBUS) and kills the process with no error.
+//! Only a file sealed against shrinking (`F_SEAL_SHRINK`, a memfd) is
+//! therefore mapped; any other file is read, and one truncated meanwhile
+//! is a clean "truncated" error.
 #![allow(unsafe_code)]
 
 use std::fs::File;
@@ -29,12 +30,13 @@ impl MappedInput {
     }
 }
 
-/// Maps `file` when it is a non-empty regular file; `None` for anything
-/// else (pipes, sockets, empty files), which are read instead.
+/// Maps `file` when it is a non-empty regular file sealed against
+/// shrinking; `None` for anything else (files others may truncate, pipes,
+/// sockets, empty files), which are read instead.
 pub(crate) fn map_rest(file: &File) -> Result<Option<MappedInput>> {
     let io_err = |source| ArchiveError::Read { offset: 0, source };
     let md = file.metadata().map_err(io_err)?;
-    if !md.file_type().is_file() || md.len() == 0 {
+    if !md.file_type().is_file() || md.len() == 0 || !cannot_shrink(file) {
         return Ok(None);
     }
     let mut f = file;
@@ -43,7 +45,7 @@ pub(crate) fn map_rest(file: &File) -> Result<Option<MappedInput>> {
         return Ok(None);
     }
     // SAFETY: the mapping is read-only and private to this apply; the file
-    // is not truncated while it is applied (see the module doc).
+    // is sealed against shrinking, so no page of it can vanish.
     let map = unsafe { Mmap::map(file) }.map_err(io_err)?;
     // Read front to back once: let the kernel read ahead and drop behind.
     let _ = map.advise(Advice::Sequential);
@@ -51,4 +53,10 @@ pub(crate) fn map_rest(file: &File) -> Result<Option<MappedInput>> {
         map,
         start: start as usize,
     }))
+}
+
+/// True when no one can truncate `file` (`F_SEAL_SHRINK` is set).
+pub(crate) fn cannot_shrink(file: &File) -> bool {
+    rustix::fs::fcntl_get_seals(file)
+        .is_ok_and(|seals| seals.contains(rustix::fs::SealFlags::SHRINK))
 }

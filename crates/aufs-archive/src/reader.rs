@@ -556,6 +556,7 @@ impl<'r, R: BufRead> TarReader<'r, R> {
                         pax_sparse.real_size = Some(num(&value)?)
                     }
                     b"GNU.sparse.map" => pax_sparse.map01 = Some(value),
+                    b"GNU.sparse.numblocks" => pax_sparse.num_blocks = Some(num(&value)?),
                     b"GNU.sparse.offset" => pax_sparse.pending_offset = Some(num(&value)?),
                     b"GNU.sparse.numbytes" => {
                         let len = num(&value)?;
@@ -668,6 +669,7 @@ struct PaxSparse {
     map01: Option<Vec<u8>>,
     map00: Vec<(u64, u64)>,
     pending_offset: Option<u64>,
+    num_blocks: Option<u64>,
 }
 
 impl PaxSparse {
@@ -686,12 +688,28 @@ impl PaxSparse {
             ));
         }
         let map = if let Some(m) = &self.map01 {
+            if m.is_empty() && self.major.is_none() {
+                return Ok(None); // Go: no version and no map is no sparse file
+            }
             parse_map01(m, entry)?
         } else if !self.map00.is_empty() {
             self.map00.clone()
         } else {
             return Ok(None);
         };
+        // As Go's archive/tar: the 0.x formats state their number of
+        // regions, and a map that disagrees (or no number) is malformed.
+        if self.num_blocks != Some(map.len() as u64) {
+            return Err(ArchiveError::bad_entry(
+                entry,
+                format!(
+                    "GNU.sparse.numblocks {} does not match the {} regions of the sparse map",
+                    self.num_blocks
+                        .map_or_else(|| "missing".to_owned(), |n| n.to_string()),
+                    map.len()
+                ),
+            ));
+        }
         let real_size = self.real_size.ok_or_else(|| {
             ArchiveError::bad_entry(entry, "PAX sparse entry without GNU.sparse.size")
         })?;

@@ -1,4 +1,4 @@
-//! The command line, as `shared/CLI.md` specifies it.
+//! The command line, as `docs/CLI.md` specifies it.
 
 use aufs_driver::support::BackendChoice;
 use aufs_model::LayerId;

@@ -37,6 +37,38 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     s.replace('\n', " ")
 }
 
+/// The cause of a usage error on one line: clap's first paragraph (the
+/// usage and tips follow blank lines) with its lines joined, and any other
+/// control character (from the offending value) escaped.
+fn usage_cause(msg: &str) -> String {
+    let first = msg
+        .trim_start()
+        .split("\n\n")
+        .next()
+        .unwrap_or_default()
+        .trim_start_matches("error: ")
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ");
+    let cause: String = first
+        .chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_debug().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect();
+    if cause.is_empty() {
+        "usage error".to_owned()
+    } else {
+        cause
+    }
+}
+
 fn init_logging(verbose: u8, quiet: u8) {
     let level = match (verbose as i16) - (quiet as i16) {
         i16::MIN..=0 => "off",
@@ -66,13 +98,10 @@ fn main() -> ExitCode {
                 let _ = e.print();
                 return ExitCode::SUCCESS;
             }
-            let msg = e.to_string();
-            let first = msg
-                .lines()
-                .find(|l| !l.trim().is_empty())
-                .unwrap_or("usage error")
-                .trim_start_matches("error: ");
-            eprintln!("aufsctl: error: {first} (see aufsctl --help)");
+            eprintln!(
+                "aufsctl: error: {} (see aufsctl --help)",
+                usage_cause(&e.to_string())
+            );
             return ExitCode::from(2);
         }
     };

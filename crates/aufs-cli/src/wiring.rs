@@ -1,6 +1,6 @@
 //! The one place where real adapters are plugged into the driver.
 
-use crate::cli::{Backend, Cli};
+use crate::cli::{Backend, Cli, Command};
 use crate::Failure;
 use aufs_driver::kernel::KernelAufs;
 use aufs_driver::support::{self, BackendChoice};
@@ -51,6 +51,11 @@ pub fn open_driver(cli: &Cli) -> Result<Driver, Failure> {
         .map_err(|e| Failure::Error(format!("lock dir {root}/locks: {e}")))?;
     let mut config = DriverConfig::new(root);
     config.refs = RefStore::OnDisk;
+    // An import's layer counts only once its content is in (cut off
+    // between create and apply, importing again applies it),
+    // and only with the content its chain id names.
+    config.await_apply = matches!(cli.command, Command::Import { .. });
+    config.chain_ids = config.await_apply;
     Ok(Driver::init(
         config,
         Ports {

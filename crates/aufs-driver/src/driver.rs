@@ -6,7 +6,8 @@ use crate::refcount::{RefCounter, RefStore};
 use crate::support;
 use aufs_model::{fs_magic, IdMappings, LayerId, ParentChain};
 use aufs_ports::{
-    BackendKind, BackingFeatures, FileKind, Filesystem, Host, LayerLocks, UnionBackend, UnionSpec,
+    BackendKind, BackingFeatures, FileKind, Filesystem, Host, LayerLocks, LockGuard, UnionBackend,
+    UnionSpec,
 };
 use camino::{Utf8Path, Utf8PathBuf};
 use std::collections::{BTreeMap, HashMap};
@@ -34,6 +35,16 @@ pub struct DriverConfig {
     pub id_maps: IdMappings,
     /// Where mount reference counts live.
     pub refs: RefStore,
+    /// Layers made by `create` stay incomplete (absent to `exists`, `ls`
+    /// and `get`) until an `apply_diff` into them succeeds: an import cut
+    /// off between the two then leaves no empty layer under the name of
+    /// its content, and importing again applies it.
+    pub await_apply: bool,
+    /// With `await_apply`: layer ids are chain ids (an image's layers), and
+    /// a layer completes only when the applied content has its chain id.
+    /// An import cut off before it compared the content with the image's
+    /// config then never leaves a layer with other content under the name.
+    pub chain_ids: bool,
 }
 
 impl DriverConfig {
@@ -43,6 +54,8 @@ impl DriverConfig {
             root: root.into(),
             id_maps: IdMappings::default(),
             refs: RefStore::InMemory,
+            await_apply: false,
+            chain_ids: false,
         }
     }
 }
@@ -111,17 +124,23 @@ pub struct Driver {
     features: BackingFeatures,
     refs: RefCounter,
     path_cache: Mutex<HashMap<LayerId, Utf8PathBuf>>,
+    await_apply: bool,
+    chain_ids: bool,
+    /// Claims on the incomplete layers this driver created and has not
+    /// filled yet ([`DriverConfig::await_apply`]): while one is held, no
+    /// recovery takes the layer for a dead process's.
+    claims: Mutex<HashMap<LayerId, LockGuard>>,
 }
 
 const LAYER_DIR_MODE: u32 = 0o755;
-const ROOT_DIR_MODE: u32 = 0o700;
-const REMOVING_SUFFIX: &str = "-removing";
+pub(crate) const ROOT_DIR_MODE: u32 = 0o700;
 
 impl Driver {
     /// Opens (creating when missing) a driver root, as the Go `Init`: checks
     /// the backend can work here, detects the backing filesystem, creates
-    /// `layers/`, `diff/`, `mnt/` (0700, owned by the mapped root) and removes
-    /// stale `*-removing` dirs left by an interrupted removal.
+    /// `layers/`, `diff/`, `mnt/` (0700, owned by the mapped root), and
+    /// recovers from whatever dead processes left half done (see
+    /// [`Driver::recover`]).
     pub fn init(config: DriverConfig, ports: Ports) -> Result<Driver> {
         let layout = Layout::new(config.root.clone());
         let kind = ports.backend.kind();
@@ -142,6 +161,9 @@ impl Driver {
             layout.mnt_root(),
             layout.diff_root(),
             layout.layers_dir(),
+            layout.incomplete_dir(),
+            layout.removing_dir(),
+            layout.staging_dir(),
         ];
         if config.refs == RefStore::OnDisk {
             dirs.push(layout.refs_dir());
@@ -170,31 +192,15 @@ impl Driver {
             features,
             refs,
             path_cache: Mutex::default(),
+            await_apply: config.await_apply,
+            chain_ids: config.chain_ids,
+            claims: Mutex::default(),
         };
-        driver.remove_stale_dirs();
+        if let Err(e) = driver.recover() {
+            tracing::warn!(storage_driver = "aufs", error = %e, "recovery left something behind; the next start tries again");
+        }
         tracing::debug!(storage_driver = "aufs", root = %driver.layout.root(), backend = %kind, "driver ready");
         Ok(driver)
-    }
-
-    fn remove_stale_dirs(&self) {
-        for dir in [self.layout.mnt_root(), self.layout.diff_root()] {
-            let entries = match self.ports.fs.read_dir(&dir) {
-                Ok(e) => e,
-                Err(e) => {
-                    tracing::error!(storage_driver = "aufs", %dir, error = %e, "error reading dir entries");
-                    continue;
-                }
-            };
-            for e in entries {
-                if e.kind == FileKind::Dir && e.name.ends_with(REMOVING_SUFFIX) {
-                    let p = dir.join(&e.name);
-                    tracing::debug!(storage_driver = "aufs", dir = %p, "cleaning up stale layer dir");
-                    if let Err(err) = self.ports.fs.remove_all(&p) {
-                        tracing::error!(storage_driver = "aufs", dir = %p, error = %err, "error removing stale layer dir");
-                    }
-                }
-            }
-        }
     }
 
     /// The driver's name.
@@ -225,16 +231,29 @@ impl Driver {
         })
     }
 
-    /// True when `layers/<id>` exists.
+    /// True when `layers/<id>` exists and the layer is complete.
     pub fn exists(&self, id: &LayerId) -> bool {
+        self.has_layers_file(id) && !self.is_incomplete(id)
+    }
+
+    pub(crate) fn has_layers_file(&self, id: &LayerId) -> bool {
         matches!(
             self.ports.fs.kind(&self.layout.layers_file(id)),
             Ok(Some(_))
         )
     }
 
-    /// Every layer id (the files of `layers/`), sorted.
+    /// Every complete layer's id (the files of `layers/`), sorted.
     pub fn layer_ids(&self) -> Result<Vec<LayerId>> {
+        Ok(self
+            .all_layer_ids()?
+            .into_iter()
+            .filter(|id| !self.is_incomplete(id))
+            .collect())
+    }
+
+    /// Every file of `layers/` that is a valid id, complete or not, sorted.
+    fn all_layer_ids(&self) -> Result<Vec<LayerId>> {
         let dir = self.layout.layers_dir();
         let mut ids: Vec<LayerId> = self
             .ports
@@ -260,8 +279,17 @@ impl Driver {
             .collect()
     }
 
-    /// The layer's ancestors, nearest first, from `layers/<id>`.
+    /// The layer's ancestors, nearest first, from `layers/<id>`. An
+    /// incomplete layer does not exist, except to the driver filling it.
     pub fn parent_chain(&self, id: &LayerId) -> Result<ParentChain> {
+        if self.is_incomplete(id) && !self.holds_claim(id) {
+            return Err(DriverError::NotFound(id.to_string()));
+        }
+        self.read_chain(id)
+    }
+
+    /// `layers/<id>` parsed, whether the layer is complete or not.
+    fn read_chain(&self, id: &LayerId) -> Result<ParentChain> {
         let path = self.layout.layers_file(id);
         match self.ports.fs.read_to_string(&path) {
             Ok(text) => Ok(ParentChain::parse(path.as_str(), &text)?),
@@ -294,7 +322,19 @@ impl Driver {
             return Err(DriverError::StorageOptNotSupported);
         }
         let _lock = self.lock(id)?;
-        if self.exists(id) {
+        // The parent's lock too: its removal checks for children under it,
+        // so it either sees this layer or has finished before we look.
+        let _parent_lock = parent
+            .filter(|p| *p != id)
+            .map(|p| self.lock(p))
+            .transpose()?;
+        if self.is_incomplete(id) {
+            // Under the layer's lock only a live claim can be working on it.
+            match self.try_claim(id)? {
+                None => return Err(DriverError::AlreadyExists(id.to_string())),
+                Some(_dead_owner) => self.remove_traces(id)?,
+            }
+        } else if self.has_layers_file(id) {
             return Err(DriverError::AlreadyExists(id.to_string()));
         }
         let chain = match parent {
@@ -327,7 +367,14 @@ impl Driver {
             .filter(|p| !matches!(self.ports.fs.kind(p), Ok(Some(_))))
             .cloned()
             .collect();
+        let claim = if self.await_apply {
+            let claim = self.try_claim(id)?;
+            Some(claim.ok_or_else(|| DriverError::AlreadyExists(id.to_string()))?)
+        } else {
+            None
+        };
         let result = (|| {
+            self.mark_incomplete(id)?;
             for d in [&mnt, &diff] {
                 self.ports
                     .fs
@@ -346,11 +393,22 @@ impl Driver {
                     }
                 })
         })();
+        let result = result.and_then(|()| match claim {
+            // Complete once something is applied into it.
+            Some(claim) => {
+                self.hold_claim(id, claim);
+                Ok(())
+            }
+            None => self.clear_incomplete(id),
+        });
         if let Err(e) = &result {
             if !matches!(e, DriverError::AlreadyExists(_)) {
                 for d in &fresh {
                     let _ = self.ports.fs.remove_all(d);
                 }
+            }
+            if let Err(e) = self.clear_incomplete(id) {
+                tracing::warn!(storage_driver = "aufs", %id, error = %e, "a failed create stays incomplete; the next start removes it");
             }
             tracing::debug!(storage_driver = "aufs", %id, error = %e, "create failed");
         } else {
@@ -370,11 +428,11 @@ impl Driver {
         self.create(id, parent, opts)
     }
 
-    /// The direct children of a layer.
+    /// The direct children of a layer, complete or not.
     pub fn children(&self, id: &LayerId) -> Result<Vec<LayerId>> {
         let mut out = Vec::new();
-        for other in self.layer_ids()? {
-            match self.parent_chain(&other) {
+        for other in self.all_layer_ids()? {
+            match self.read_chain(&other) {
                 Ok(c) if c.parent() == Some(id) => out.push(other),
                 Ok(_) | Err(DriverError::NotFound(_)) => {}
                 Err(e) => return Err(e),
@@ -383,21 +441,30 @@ impl Driver {
         Ok(out)
     }
 
-    /// Unmounts and removes a layer. Its layers file goes first (so it stops
-    /// existing at once), then each dir is renamed to `<dir>-removing` and
-    /// removed, so an interruption leaves only dirs that the next `init`
-    /// cleans. A layer with children is refused.
+    /// Unmounts and removes a layer. It is marked incomplete first (so it
+    /// stops existing at once, and a removal cut off is finished by the next
+    /// start), then its layers file goes and its dirs are moved to
+    /// `removing/<id>` and removed. A layer with children is refused.
     pub fn remove(&self, id: &LayerId) -> Result<()> {
         let _lock = self.lock(id)?;
-        let layers_file = self.layout.layers_file(id);
-        let diff = self.layout.diff_dir(id);
         let mountpoint = self
             .cached_path(id)
             .unwrap_or_else(|| self.layout.mount_point(id));
-        let present = [&layers_file, &diff, &self.layout.mount_point(id)]
-            .iter()
-            .any(|p| matches!(self.ports.fs.kind(p), Ok(Some(_))));
-        if !present {
+        let present = [
+            self.layout.layers_file(id),
+            self.layout.diff_dir(id),
+            self.layout.mount_point(id),
+            self.layout.incomplete_marker(id),
+        ]
+        .iter()
+        .any(|p| matches!(self.ports.fs.kind(p), Ok(Some(_))));
+        // A layer another live process is creating is not there yet.
+        let claim = if self.is_incomplete(id) && !self.holds_claim(id) {
+            Some(self.try_claim(id)?)
+        } else {
+            None
+        };
+        if !present || matches!(claim, Some(None)) {
             return Err(DriverError::NotFound(id.to_string()));
         }
         let children = self.children(id)?;
@@ -417,66 +484,10 @@ impl Driver {
             tracing::warn!(storage_driver = "aufs", method = "Remove()", %id, error = %e);
             return Err(e);
         }
-        match self.ports.fs.remove_file(&layers_file) {
-            Err(e) if e.raw_os_error() != Some(libc::ENOENT) => {
-                return Err(DriverError::io("remove layers file of", layers_file)(e))
-            }
-            _ => {}
-        }
-        self.atomic_remove(&diff)?;
-        if let Err(e) = self.atomic_remove(&self.layout.mount_point(id)) {
-            if e.raw_os_error() == Some(libc::EBUSY) {
-                tracing::warn!(storage_driver = "aufs", dir = %mountpoint, error = %e, "error performing atomic remove due to EBUSY");
-            }
-            return Err(e);
-        }
-        self.refs.forget(id)?;
-        let staging = self.layout.staging_dir().join(id.as_str());
-        if let Err(e) = self.ports.fs.remove_all(&staging) {
-            tracing::warn!(storage_driver = "aufs", %id, path = %staging, error = %e, "could not remove staging dir");
-        }
-        let [meta, seal, shadow] =
-            aufs_archive::TarSplitStore::new(self.layout.tar_split_dir()).paths_for(id.as_str());
-        for (path, removed) in [
-            (&shadow, self.ports.fs.remove_all(&shadow)),
-            (&seal, self.ports.fs.remove_file(&seal)),
-            (&meta, self.ports.fs.remove_file(&meta)),
-        ] {
-            if let Err(e) = removed {
-                if e.raw_os_error() != Some(libc::ENOENT) {
-                    tracing::warn!(storage_driver = "aufs", %id, %path, error = %e, "could not remove exact-bytes metadata");
-                }
-            }
-        }
-        self.path_cache
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(id);
+        self.mark_incomplete(id)?;
+        self.remove_traces(id)?;
         tracing::debug!(storage_driver = "aufs", %id, "removed layer");
         Ok(())
-    }
-
-    /// Renames `source` to `source-removing`, then removes that. A leftover
-    /// `-removing` dir from an earlier failed removal is removed first.
-    fn atomic_remove(&self, source: &Utf8Path) -> Result<()> {
-        let fs = &self.ports.fs;
-        let target = Utf8PathBuf::from(format!("{source}{REMOVING_SUFFIX}"));
-        let mut renamed = fs.rename(source, &target);
-        if let Err(e) = &renamed {
-            let code = e.raw_os_error();
-            if code == Some(libc::EEXIST) || code == Some(libc::ENOTEMPTY) {
-                fs.remove_all(&target)
-                    .map_err(DriverError::io("remove stale", target.clone()))?;
-                renamed = fs.rename(source, &target);
-            }
-        }
-        match renamed {
-            Ok(()) => {}
-            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
-            Err(e) => return Err(DriverError::io("prepare atomic delete of", source)(e)),
-        }
-        fs.remove_all(&target)
-            .map_err(DriverError::io("remove", target))
     }
 
     fn cached_path(&self, id: &LayerId) -> Option<Utf8PathBuf> {
@@ -487,9 +498,18 @@ impl Driver {
             .cloned()
     }
 
+    /// Whether layer ids are chain ids ([`DriverConfig::chain_ids`]).
+    pub(crate) fn chain_ids(&self) -> bool {
+        self.chain_ids
+    }
+
     /// The adapters.
     pub(crate) fn ports(&self) -> &Ports {
         &self.ports
+    }
+
+    pub(crate) fn refs_forget(&self, id: &LayerId) -> Result<()> {
+        self.refs.forget(id)
     }
 
     /// Owner given to directories the driver creates.
@@ -497,15 +517,60 @@ impl Driver {
         self.owner
     }
 
-    pub(crate) fn lock_layer(&self, id: &LayerId) -> Result<aufs_ports::LockGuard> {
+    pub(crate) fn lock_layer(&self, id: &LayerId) -> Result<LockGuard> {
         self.lock(id)
     }
 
-    fn lock(&self, id: &LayerId) -> Result<aufs_ports::LockGuard> {
+    fn lock(&self, id: &LayerId) -> Result<LockGuard> {
         self.ports
             .locks
             .lock(id.as_str())
             .map_err(DriverError::io("lock layer", id.as_str()))
+    }
+
+    /// The layer's lock if no one holds it now.
+    pub(crate) fn try_lock(&self, id: &LayerId) -> Result<Option<LockGuard>> {
+        self.ports
+            .locks
+            .try_lock(id.as_str())
+            .map_err(DriverError::io("lock layer", id.as_str()))
+    }
+
+    /// The layer's claim if no one holds it now.
+    pub(crate) fn try_claim(&self, id: &LayerId) -> Result<Option<LockGuard>> {
+        let key = format!("claim/{id}");
+        self.ports
+            .locks
+            .try_lock(&key)
+            .map_err(DriverError::io("lock", key))
+    }
+
+    fn hold_claim(&self, id: &LayerId, claim: LockGuard) {
+        self.claims
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id.clone(), claim);
+    }
+
+    pub(crate) fn holds_claim(&self, id: &LayerId) -> bool {
+        self.claims
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains_key(id)
+    }
+
+    pub(crate) fn release_claim(&self, id: &LayerId) {
+        self.claims
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(id);
+    }
+
+    pub(crate) fn forget_cached_path(&self, id: &LayerId) {
+        self.path_cache
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(id);
     }
 
     fn is_mounted(&self, path: &Utf8Path) -> Result<bool> {
@@ -515,7 +580,7 @@ impl Driver {
             .map_err(DriverError::io("check mount", path))
     }
 
-    fn unmount_if_mounted(&self, path: &Utf8Path) -> Result<()> {
+    pub(crate) fn unmount_if_mounted(&self, path: &Utf8Path) -> Result<()> {
         if self.is_mounted(path)? {
             self.ports
                 .backend
@@ -620,7 +685,8 @@ impl Driver {
     }
 
     /// Unmounts every union under `mnt/` and anything else mounted under the
-    /// root, and forgets all references.
+    /// root, forgets all references, and recovers from whatever dead
+    /// processes left half done ([`Driver::recover`]).
     pub fn cleanup(&self) -> Result<()> {
         let mnt = self.layout.mnt_root();
         let entries = self
@@ -648,6 +714,6 @@ impl Driver {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clear();
-        Ok(())
+        self.recover()
     }
 }

@@ -102,7 +102,7 @@ impl Driver {
         let meta = store.path_for(id.as_str());
         // A staging dir per layer: applies of one layer are serialised by
         // its lock, so whatever is in it is left by an interrupted apply.
-        let staging = self.layout().staging_dir().join(id.as_str());
+        let staging = self.layout().staging(id);
         self.ports()
             .fs
             .remove_all(&staging)
@@ -124,6 +124,17 @@ impl Driver {
         let report = apply(&diff, &opts).map_err(Self::archive_err(id));
         let _ = self.ports().fs.remove_all(&staging);
         let report = report?;
+        if self.holds_claim(id) {
+            let named_right = !self.chain_ids()
+                || crate::chain_id::is_chain_id(id, chain.parent(), report.diff_id.as_deref());
+            if named_right {
+                // The layer this driver created incomplete is filled: it exists now.
+                self.clear_incomplete(id)?;
+                self.release_claim(id);
+            } else {
+                tracing::warn!(storage_driver = "aufs", %id, diff_id = ?report.diff_id, "applied content does not have the layer's chain id; the layer stays incomplete");
+            }
+        }
         tracing::debug!(storage_driver = "aufs", %id, size = report.size, entries = report.entries, "applied layer");
         Ok(ApplyOutcome {
             size: report.size,

@@ -4,7 +4,8 @@ use aufs_model::LayerId;
 use camino::{Utf8Path, Utf8PathBuf};
 
 /// The directories of a driver root: Docker's `layers/`, `diff/`, `mnt/`,
-/// and our own `refs/` (mount reference counts shared by processes).
+/// and our own `refs/` (mount reference counts shared by processes),
+/// `tar-split/`, `staging/`, `incomplete/` and `removing/`.
 #[derive(Debug, Clone)]
 pub struct Layout {
     root: Utf8PathBuf,
@@ -42,6 +43,30 @@ impl Layout {
     /// `staging/`: layers being applied, swapped into `diff/` when complete.
     pub fn staging_dir(&self) -> Utf8PathBuf {
         self.root.join("staging")
+    }
+    /// `incomplete/`: one empty file per layer whose create, import or
+    /// removal has not finished (see [`Layout::incomplete_marker`]).
+    pub fn incomplete_dir(&self) -> Utf8PathBuf {
+        self.root.join("incomplete")
+    }
+    /// `incomplete/<id>`: while it exists the layer is absent to `exists`,
+    /// `ls` and `get`, and once no live process holds the layer, the next
+    /// start removes every trace of it.
+    pub fn incomplete_marker(&self, id: &LayerId) -> Utf8PathBuf {
+        self.incomplete_dir().join(id.as_str())
+    }
+    /// `removing/`: the dirs of layers being removed, moved out of `diff/`
+    /// and `mnt/` so that nothing there is ever deleted by its name alone.
+    pub fn removing_dir(&self) -> Utf8PathBuf {
+        self.root.join("removing")
+    }
+    /// `removing/<id>`: the trash of one removal (`diff`, `mnt`).
+    pub fn removing(&self, id: &LayerId) -> Utf8PathBuf {
+        self.removing_dir().join(id.as_str())
+    }
+    /// `staging/<id>`: the staging tree and temp files of an apply.
+    pub fn staging(&self, id: &LayerId) -> Utf8PathBuf {
+        self.staging_dir().join(id.as_str())
     }
     /// `layers/<id>`.
     pub fn layers_file(&self, id: &LayerId) -> Utf8PathBuf {

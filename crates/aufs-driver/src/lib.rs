@@ -11,12 +11,17 @@
 //! - [`support`]: the Go driver's refusals (no aufs, nested user namespace,
 //!   incompatible backing filesystem).
 //! - [`refcount`]: mount reference counts, in memory or under the root.
+//!
+//! Every start recovers from what killed processes left half done
+//! ([`Driver::recover`]; the states are in `docs/architecture.md`).
 
+mod chain_id;
 mod driver;
 mod error;
 pub mod kernel;
 mod layer_archive;
 mod layout;
+mod recovery;
 pub mod refcount;
 pub mod support;
 

@@ -99,7 +99,7 @@ fn full_disk_on_create_leaves_nothing_behind() {
     let fs = Arc::new(MemFs::new());
     let d = open(&fs, FakeHost::default(), DriverConfig::new("/r")).unwrap();
     let before = fs.all_paths();
-    fs.fail(FsOp::Write, None, libc::ENOSPC, 1);
+    fs.fail(FsOp::Write, Some("/r/layers/1".into()), libc::ENOSPC, 1);
     let e = d
         .create(&id("1"), None, &CreateOpts::default())
         .unwrap_err();
@@ -114,31 +114,152 @@ fn interrupted_remove_is_finished_by_next_init() {
     let fs = Arc::new(MemFs::new());
     let d = open(&fs, FakeHost::default(), DriverConfig::new("/r")).unwrap();
     d.create(&id("1"), None, &CreateOpts::default()).unwrap();
-    // The recursive removal "crashes" after the rename.
-    fs.fail(
-        FsOp::RemoveAll,
-        Some("/r/diff/1-removing".into()),
-        libc::EIO,
-        1,
-    );
+    // The removal "crashes" once the layer is marked and its layers file gone.
+    fs.fail(FsOp::RemoveAll, Some("/r/removing/1".into()), libc::EIO, 1);
     assert!(d.remove(&id("1")).is_err());
     assert!(!d.exists(&id("1")));
-    assert!(fs.dir_meta("/r/diff/1-removing".into()).is_some());
+    assert!(d.list().unwrap().is_empty());
+    assert!(fs.dir_meta("/r/diff/1".into()).is_some());
     drop(d);
-    let _d = open(&fs, FakeHost::default(), DriverConfig::new("/r")).unwrap();
-    assert!(fs.dir_meta("/r/diff/1-removing".into()).is_none());
+    let d = open(&fs, FakeHost::default(), DriverConfig::new("/r")).unwrap();
+    for left in [
+        "/r/diff/1",
+        "/r/mnt/1",
+        "/r/removing/1",
+        "/r/layers/1",
+        "/r/incomplete/1",
+    ] {
+        assert!(
+            !fs.all_paths().iter().any(|p| p.as_str() == left),
+            "{left} left"
+        );
+    }
+    d.create(&id("1"), None, &CreateOpts::default()).unwrap();
+    assert!(d.exists(&id("1")));
 }
 
 #[test]
-fn leftover_removing_dir_does_not_block_removal() {
+fn interrupted_create_is_undone_by_next_init() {
+    let fs = Arc::new(MemFs::new());
+    let d = open(&fs, FakeHost::default(), DriverConfig::new("/r")).unwrap();
+    // The create "crashes" after its dirs, before its layers file: the
+    // marker it wrote first stays (the failed write cannot clear it either).
+    fs.fail(FsOp::Write, Some("/r/layers/1".into()), libc::EIO, 1);
+    fs.fail(
+        FsOp::RemoveFile,
+        Some("/r/incomplete/1".into()),
+        libc::EIO,
+        1,
+    );
+    assert!(d.create(&id("1"), None, &CreateOpts::default()).is_err());
+    assert!(!d.exists(&id("1")));
+    drop(d);
+    let d = open(&fs, FakeHost::default(), DriverConfig::new("/r")).unwrap();
+    assert!(!fs.all_paths().iter().any(|p| p.as_str().ends_with("/1")));
+    d.create(&id("1"), None, &CreateOpts::default()).unwrap();
+}
+
+/// `cleanup` recovers too: what a process that died after this driver
+/// started left is gone, and a layer whose lock is held is left alone.
+#[test]
+fn cleanup_recovers_what_dead_processes_left_but_not_live_work() {
+    let fs = Arc::new(MemFs::new());
+    let locks = Arc::new(InProcessLocks::new());
+    let d = Driver::init(
+        DriverConfig::new("/r"),
+        Ports {
+            fs: fs.clone(),
+            host: Arc::new(FakeHost::default()),
+            backend: Arc::new(FakeUnionBackend::new(BackendKind::Fuse)),
+            locks: locks.clone(),
+        },
+    )
+    .unwrap();
+    d.create(&id("dead"), None, &CreateOpts::default()).unwrap();
+    d.create(&id("busy"), None, &CreateOpts::default()).unwrap();
+    let mkdir = |p: &str| {
+        aufs_ports::Filesystem::create_dir_all(fs.as_ref(), p.into(), 0o700, None).unwrap()
+    };
+    let touch = |p: &str| aufs_ports::Filesystem::write_new(fs.as_ref(), p.into(), b"").unwrap();
+    mkdir("/r/tar-split");
+    for layer in ["dead", "busy"] {
+        mkdir(&format!("/r/staging/{layer}/.aufs-apply-x/tree"));
+        touch(&format!("/r/incomplete/{layer}"));
+        touch(&format!("/r/tar-split/{layer}.tar-split.gz.seal.tmp-77"));
+        touch(&format!("/r/layers/.{layer}.77-0-1f.tmp"));
+    }
+    // Not the store's: no valid layer id names it.
+    mkdir("/r/staging/stray-removing");
+    let held = aufs_ports::LayerLocks::lock(locks.as_ref(), "busy").unwrap();
+    d.cleanup().unwrap();
+    let left: Vec<String> = fs.all_paths().iter().map(|p| p.to_string()).collect();
+    assert!(!left.iter().any(|p| p.contains("dead")), "{left:?}");
+    for kept in [
+        "/r/staging/busy",
+        "/r/incomplete/busy",
+        "/r/tar-split/busy.tar-split.gz.seal.tmp-77",
+        "/r/layers/.busy.77-0-1f.tmp",
+        "/r/layers/busy",
+        "/r/staging/stray-removing",
+    ] {
+        assert!(left.iter().any(|p| p == kept), "{kept} removed: {left:?}");
+    }
+    drop(held);
+    d.cleanup().unwrap();
+    let left: Vec<String> = fs.all_paths().iter().map(|p| p.to_string()).collect();
+    assert!(!left.iter().any(|p| p.contains("busy")), "{left:?}");
+}
+
+#[test]
+fn removal_never_touches_a_dir_it_did_not_rename() {
     let fs = Arc::new(MemFs::new());
     let d = open(&fs, FakeHost::default(), DriverConfig::new("/r")).unwrap();
     d.create(&id("1"), None, &CreateOpts::default()).unwrap();
     aufs_ports::Filesystem::create_dir_all(fs.as_ref(), "/r/diff/1-removing/x".into(), 0o755, None)
         .unwrap();
     d.remove(&id("1")).unwrap();
-    assert!(fs.dir_meta("/r/diff/1-removing".into()).is_none());
+    assert!(fs.dir_meta("/r/diff/1-removing/x".into()).is_some());
     assert!(fs.dir_meta("/r/diff/1".into()).is_none());
+    assert!(fs.dir_meta("/r/removing/1".into()).is_none());
+}
+
+/// Layers made with `await_apply` are absent until an apply fills them.
+#[test]
+fn awaited_layer_exists_only_once_applied() {
+    let fs = Arc::new(MemFs::new());
+    let mut config = DriverConfig::new("/r");
+    config.await_apply = true;
+    let locks = Arc::new(InProcessLocks::new());
+    let open_shared = |config| {
+        Driver::init(
+            config,
+            Ports {
+                fs: fs.clone(),
+                host: Arc::new(FakeHost::default()),
+                backend: Arc::new(FakeUnionBackend::new(BackendKind::Fuse)),
+                locks: locks.clone(),
+            },
+        )
+        .unwrap()
+    };
+    let d = open_shared(config);
+    d.create(&id("1"), None, &CreateOpts::default()).unwrap();
+    assert!(!d.exists(&id("1")));
+    assert!(d.layer_ids().unwrap().is_empty());
+    // Still this driver's: a second create is refused, its chain readable.
+    assert!(d.create(&id("1"), None, &CreateOpts::default()).is_err());
+    assert!(d.parent_chain(&id("1")).is_ok());
+    // Another driver on the same root and locks neither sees it nor, while
+    // this one holds its claim, recovers it.
+    let other = open_shared(DriverConfig::new("/r"));
+    assert!(other.parent_chain(&id("1")).is_err());
+    assert!(matches!(
+        other.remove(&id("1")),
+        Err(DriverError::NotFound(_))
+    ));
+    assert!(fs.all_paths().iter().any(|p| p.as_str() == "/r/layers/1"));
+    d.remove(&id("1")).unwrap();
+    assert!(!fs.all_paths().iter().any(|p| p.as_str().ends_with("/1")));
 }
 
 #[test]

@@ -1,4 +1,5 @@
-//! [`LayerLocks`] across processes: `flock(2)` on `<dir>/<key>.lock`.
+//! [`LayerLocks`] across processes: `flock(2)` on `<dir>/<key>.lock`
+//! (`<dir>/<space>/<name>.lock` for a key `space/name`).
 //!
 //! Every `lock` call opens its own descriptor, and flock locks belong to
 //! the open file description, so two threads of one process exclude each
@@ -40,24 +41,29 @@ impl FlockLocks {
         &self.dir
     }
 
-    /// The lock file of `key`.
+    /// The lock file of `key`: a plain name, or `space/name` with both
+    /// parts plain names.
     pub fn lock_path(&self, key: &str) -> io::Result<Utf8PathBuf> {
-        let plain = !key.is_empty()
-            && key != "."
-            && key != ".."
-            && !key.contains('/')
-            && !key.contains('\0');
-        if !plain {
-            return Err(LinuxError::BadLockKey {
-                key: key.to_owned(),
+        let plain = |part: &str| {
+            !part.is_empty() && part != "." && part != ".." && !part.contains(['/', '\0'])
+        };
+        let bad = || LinuxError::BadLockKey {
+            key: key.to_owned(),
+        };
+        match key.split_once('/') {
+            None if plain(key) => Ok(self.dir.join(format!("{key}.lock"))),
+            Some((space, name)) if plain(space) && plain(name) => {
+                Ok(self.dir.join(space).join(format!("{name}.lock")))
             }
-            .into());
+            _ => Err(bad().into()),
         }
-        Ok(self.dir.join(format!("{key}.lock")))
     }
 
     fn open(&self, key: &str) -> io::Result<File> {
         let path = self.lock_path(key)?;
+        if let Some(space) = path.parent().filter(|p| *p != self.dir) {
+            create_dir_all(space, LOCK_DIR_MODE, None)?;
+        }
         let fd = nix::fcntl::open(
             path.as_std_path(),
             OFlag::O_RDWR | OFlag::O_CREAT | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
@@ -79,16 +85,15 @@ impl FlockLocks {
             }
         }
     }
-
-    /// Takes `key` only if it is free right now.
-    pub fn try_lock(&self, key: &str) -> io::Result<Option<LockGuard>> {
-        self.take(key, FlockArg::LockExclusiveNonblock)
-    }
 }
 
 impl LayerLocks for FlockLocks {
     fn lock(&self, key: &str) -> io::Result<LockGuard> {
         let guard = self.take(key, FlockArg::LockExclusive)?;
         Ok(guard.expect("a blocking flock either locks or fails"))
+    }
+
+    fn try_lock(&self, key: &str) -> io::Result<Option<LockGuard>> {
+        self.take(key, FlockArg::LockExclusiveNonblock)
     }
 }

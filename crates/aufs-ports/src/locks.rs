@@ -26,10 +26,15 @@ impl std::fmt::Debug for LockGuard {
     }
 }
 
-/// Mutual exclusion by key (a layer id).
+/// Mutual exclusion by key: a layer id, or `space/name` for locks that
+/// must not collide with any layer's (no layer id contains `/`).
 pub trait LayerLocks: Send + Sync + std::fmt::Debug {
     /// Blocks until `key` is free, then holds it until the guard drops.
     fn lock(&self, key: &str) -> io::Result<LockGuard>;
+
+    /// Takes `key` only if it is free right now. Recovery uses it to leave
+    /// alone whatever a live holder is working on.
+    fn try_lock(&self, key: &str) -> io::Result<Option<LockGuard>>;
 }
 
 /// Keyed locks within one process. Memory is bounded by the keys currently
@@ -66,6 +71,15 @@ impl InProcessLocks {
     }
 }
 
+impl InProcessLocks {
+    fn guard(&self, key: &str) -> LockGuard {
+        LockGuard::new(Held {
+            shared: Arc::clone(&self.inner),
+            key: key.to_owned(),
+        })
+    }
+}
+
 impl LayerLocks for InProcessLocks {
     fn lock(&self, key: &str) -> io::Result<LockGuard> {
         let mut held = self.inner.held.lock().unwrap_or_else(|e| e.into_inner());
@@ -77,10 +91,16 @@ impl LayerLocks for InProcessLocks {
                 .unwrap_or_else(|e| e.into_inner());
         }
         held.insert(key.to_owned());
-        Ok(LockGuard::new(Held {
-            shared: Arc::clone(&self.inner),
-            key: key.to_owned(),
-        }))
+        Ok(self.guard(key))
+    }
+
+    fn try_lock(&self, key: &str) -> io::Result<Option<LockGuard>> {
+        let mut held = self.inner.held.lock().unwrap_or_else(|e| e.into_inner());
+        if !held.insert(key.to_owned()) {
+            return Ok(None);
+        }
+        drop(held);
+        Ok(Some(self.guard(key)))
     }
 }
 
@@ -113,5 +133,15 @@ mod tests {
         }
         assert_eq!(max.load(Ordering::SeqCst), 1);
         assert!(locks.inner.held.lock().unwrap().is_empty());
+    }
+
+    #[test]
+    fn try_lock_fails_only_while_held() {
+        let locks = InProcessLocks::new();
+        let g = locks.try_lock("a").unwrap().expect("free");
+        assert!(locks.try_lock("a").unwrap().is_none());
+        assert!(locks.try_lock("claim/a").unwrap().is_some());
+        drop(g);
+        assert!(locks.try_lock("a").unwrap().is_some());
     }
 }

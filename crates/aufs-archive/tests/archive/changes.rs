@@ -39,6 +39,24 @@ fn display_is_docker_diff() {
     assert_eq!(c(ChangeKind::Delete).to_string(), "D /x");
 }
 
+/// Whiteouts of `.` and `..` (made by hand: apply refuses them) name no
+/// entry; reporting `D /.` or `D /..` would send a consumer deleting the
+/// `D` paths out of the rootfs.
+#[test]
+fn whiteouts_of_dot_and_dotdot_are_never_reported() {
+    let s = Scratch::new();
+    let lower = s.mkdir("lower");
+    write_file(&lower.join("a/kept"), b"k");
+    let upper = s.mkdir("upper");
+    write_file(&upper.join(".wh.."), b"");
+    write_file(&upper.join(".wh..."), b"");
+    write_file(&upper.join("a/.wh.."), b"");
+    write_file(&upper.join("a/.wh..."), b"");
+    write_file(&upper.join("a/.wh.gone"), b"");
+    let got = render(&changes(&[&lower], &upper).unwrap());
+    assert_eq!(got, ["C /a", "D /a/gone"]);
+}
+
 #[test]
 fn docker_changes_with_changes() {
     // pkg/archive TestChangesWithChanges, in aufs form.

@@ -48,7 +48,27 @@ fn corpus(outside: &Utf8PathBuf) -> Vec<Case> {
                 .link(b'2', "evil", "../outside")
                 .file("evil/victim", b"pwned")
                 .end(),
-            error: Some("resolving parent"),
+            error: Some("invalid symlink"),
+        },
+        Case {
+            name: "top-level symlink climbing out",
+            tar: RawTar::new().link(b'2', "evil", "../../x").end(),
+            error: Some("invalid symlink"),
+        },
+        Case {
+            name: "top-level symlink climbing out through a dir",
+            tar: RawTar::new().link(b'2', "evil", "a/../../x").end(),
+            error: Some("invalid symlink"),
+        },
+        Case {
+            name: "whiteout of the directory itself",
+            tar: RawTar::new().dir("a/").file("a/.wh..", b"").end(),
+            error: Some("whiteout of `.` or `..`"),
+        },
+        Case {
+            name: "whiteout of the parent directory",
+            tar: RawTar::new().file(".wh...", b"").end(),
+            error: Some("whiteout of `.` or `..`"),
         },
         Case {
             name: "symlinked parent (absolute)",
@@ -237,8 +257,12 @@ fn corpus(outside: &Utf8PathBuf) -> Vec<Case> {
     });
     // Sparse map pointing past the file.
     let mut t = RawTar::new();
-    t.pax(&[("GNU.sparse.map", b"100,10"), ("GNU.sparse.size", b"50")])
-        .file("sparse", &[1u8; 10]);
+    t.pax(&[
+        ("GNU.sparse.map", b"100,10"),
+        ("GNU.sparse.numblocks", b"1"),
+        ("GNU.sparse.size", b"50"),
+    ])
+    .file("sparse", &[1u8; 10]);
     cases.push(Case {
         name: "sparse region beyond size",
         tar: t.end(),
@@ -246,13 +270,34 @@ fn corpus(outside: &Utf8PathBuf) -> Vec<Case> {
     });
     // Sparse map claiming more data than stored.
     let mut t = RawTar::new();
-    t.pax(&[("GNU.sparse.map", b"0,1000"), ("GNU.sparse.size", b"1000")])
-        .file("sparse", &[1u8; 10]);
+    t.pax(&[
+        ("GNU.sparse.map", b"0,1000"),
+        ("GNU.sparse.numblocks", b"1"),
+        ("GNU.sparse.size", b"1000"),
+    ])
+    .file("sparse", &[1u8; 10]);
     cases.push(Case {
         name: "sparse data short",
         tar: t.end(),
         error: Some("sparse"),
     });
+    // A region count that disagrees with the map (Go's archive/tar refuses it).
+    for (name, numblocks) in [
+        ("sparse numblocks too small", Some(&b"1"[..])),
+        ("sparse numblocks too large", Some(&b"3"[..])),
+        ("sparse numblocks missing", None),
+    ] {
+        let mut records: Vec<(&str, &[u8])> =
+            vec![("GNU.sparse.map", b"0,3,10,2"), ("GNU.sparse.size", b"20")];
+        records.extend(numblocks.map(|n| ("GNU.sparse.numblocks", n)));
+        let mut t = RawTar::new();
+        t.pax(&records).file("sparse", b"abcde");
+        cases.push(Case {
+            name,
+            tar: t.end(),
+            error: Some("GNU.sparse.numblocks"),
+        });
+    }
     // Unknown entry type.
     cases.push(Case {
         name: "unknown type",
@@ -278,56 +323,65 @@ fn hostile_archives_never_touch_the_outside() {
     let s = Scratch::new();
     let outside = s.mkdir("outside");
     write_file(&outside.join("victim"), b"secret");
+    // Every case runs; the failures are listed together at the end.
+    let mut failed = Vec::new();
     for case in corpus(&outside) {
-        let before = snapshot(&outside);
-        let layers = s.mkdir(&format!("layers-{}", case.name.replace(' ', "_")));
-        let diff = layers.join("diff");
-        fs::create_dir(&diff).unwrap();
-        write_file(&diff.join("pre-existing"), b"old");
-        let layer_before = snapshot(&diff);
-        let res = apply_layer(
-            &case.tar[..],
-            &diff,
-            &ApplyOptions {
-                sync: false,
-                ..base_opts()
-            },
-        );
-        match (case.error, &res) {
-            (Some(want), Err(e)) => {
-                assert!(
-                    e.to_string().contains(want),
-                    "{}: error {e:?} lacks {want:?}",
-                    case.name
-                );
-                assert_eq!(
-                    snapshot(&diff),
-                    layer_before,
-                    "{}: failed apply changed the layer",
-                    case.name
-                );
+        let name = case.name;
+        let run = std::panic::AssertUnwindSafe(|| {
+            let before = snapshot(&outside);
+            let layers = s.mkdir(&format!("layers-{}", case.name.replace(' ', "_")));
+            let diff = layers.join("diff");
+            fs::create_dir(&diff).unwrap();
+            write_file(&diff.join("pre-existing"), b"old");
+            let layer_before = snapshot(&diff);
+            let res = apply_layer(
+                &case.tar[..],
+                &diff,
+                &ApplyOptions {
+                    sync: false,
+                    ..base_opts()
+                },
+            );
+            match (case.error, &res) {
+                (Some(want), Err(e)) => {
+                    assert!(
+                        e.to_string().contains(want),
+                        "{}: error {e:?} lacks {want:?}",
+                        case.name
+                    );
+                    assert_eq!(
+                        snapshot(&diff),
+                        layer_before,
+                        "{}: failed apply changed the layer",
+                        case.name
+                    );
+                }
+                (None, Ok(_)) => {}
+                (want, got) => panic!("{}: expected {want:?}, got {got:?}", case.name),
             }
-            (None, Ok(_)) => {}
-            (want, got) => panic!("{}: expected {want:?}, got {got:?}", case.name),
+            assert_eq!(snapshot(&outside), before, "{}: outside changed", case.name);
+            assert_eq!(
+                fs::read(outside.join("victim")).unwrap(),
+                b"secret",
+                "{}",
+                case.name
+            );
+            let left: Vec<_> = fs::read_dir(&layers)
+                .unwrap()
+                .map(|e| e.unwrap().file_name())
+                .collect();
+            assert_eq!(
+                left.len(),
+                1,
+                "{}: staging left behind: {left:?}",
+                case.name
+            );
+        });
+        if std::panic::catch_unwind(run).is_err() {
+            failed.push(name);
         }
-        assert_eq!(snapshot(&outside), before, "{}: outside changed", case.name);
-        assert_eq!(
-            fs::read(outside.join("victim")).unwrap(),
-            b"secret",
-            "{}",
-            case.name
-        );
-        let left: Vec<_> = fs::read_dir(&layers)
-            .unwrap()
-            .map(|e| e.unwrap().file_name())
-            .collect();
-        assert_eq!(
-            left.len(),
-            1,
-            "{}: staging left behind: {left:?}",
-            case.name
-        );
     }
+    assert!(failed.is_empty(), "failed cases: {failed:?}");
 }
 
 #[test]
@@ -368,8 +422,12 @@ mod mutated {
             .file("d/f", &[b'x'; 700])
             .link(b'2', "d/l", "f")
             .link(b'1', "d/h", "d/f");
-        t.pax(&[("GNU.sparse.map", b"0,3,10,2"), ("GNU.sparse.size", b"20")])
-            .file("sparse", b"abcde");
+        t.pax(&[
+            ("GNU.sparse.map", b"0,3,10,2"),
+            ("GNU.sparse.numblocks", b"2"),
+            ("GNU.sparse.size", b"20"),
+        ])
+        .file("sparse", b"abcde");
         t.pax(&[("path", b"long/name"), ("SCHILY.xattr.user.a", b"1")])
             .file("short", b"x");
         t.end()

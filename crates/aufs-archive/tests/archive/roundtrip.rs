@@ -667,18 +667,34 @@ fn file_inputs_apply_like_streams_mapped_or_read() {
     let want_id = format!("sha256:{}", sha(&tar));
     let gz = gzip(&tar);
 
-    // Regular files, plain and compressed, are mapped; the tar-split record
-    // made from the mapping reproduces the tar byte for byte.
-    for (name, data) in [("plain", &tar), ("gz", &gz)] {
-        let file = s.path(&format!("{name}.layer"));
-        fs::write(&file, data).unwrap();
+    // Regular files, plain and compressed, are read (anyone may truncate
+    // them); memfds sealed against shrinking are mapped. The tar-split
+    // record reproduces the tar byte for byte either way.
+    for (name, data, sealed) in [
+        ("plain", &tar, false),
+        ("gz", &gz, false),
+        ("plain-sealed", &tar, true),
+        ("gz-sealed", &gz, true),
+    ] {
+        let input = if sealed {
+            let fd = rustix::fs::memfd_create(name, rustix::fs::MemfdFlags::ALLOW_SEALING).unwrap();
+            let mut f = fs::File::from(fd);
+            f.write_all(data).unwrap();
+            f.seek(SeekFrom::Start(0)).unwrap();
+            rustix::fs::fcntl_add_seals(&f, rustix::fs::SealFlags::SHRINK).unwrap();
+            f
+        } else {
+            let file = s.path(&format!("{name}.layer"));
+            fs::write(&file, data).unwrap();
+            fs::File::open(&file).unwrap()
+        };
         let dst = s.mkdir(&format!("dst-{name}"));
         let meta = s.path(&format!("{name}.tar-split.gz"));
         let opts = ApplyOptions {
             tar_split: Some(meta.clone()),
             ..no_sync()
         };
-        let r = apply_layer_file(&fs::File::open(&file).unwrap(), &dst, &opts).unwrap();
+        let r = apply_layer_file(&input, &dst, &opts).unwrap();
         assert_eq!(exported_view(&dst), exported_view(&src), "{name}");
         assert_eq!(r.diff_id.as_deref(), Some(want_id.as_str()), "{name}");
         assert_eq!(r.tar_bytes, tar.len() as u64, "{name}");

@@ -56,11 +56,27 @@ fn try_lock_sees_a_holder_and_release() {
 fn bad_keys_are_refused() {
     let tmp = Tmp::new();
     let locks = FlockLocks::new(tmp.join("locks")).unwrap();
-    for key in ["", ".", "..", "a/b", "../escape"] {
+    for key in ["", ".", "..", "a/b/c", "../escape", "a/..", "/a", "a/"] {
         let err = locks.lock(key).unwrap_err();
         assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput, "{key:?}");
     }
     assert!(!tmp.join("escape.lock").exists());
+}
+
+/// `space/name` keys live in a subdirectory and never collide with a plain
+/// key of the same name.
+#[test]
+fn spaced_keys_are_their_own_locks() {
+    let tmp = Tmp::new();
+    let locks = FlockLocks::new(tmp.join("locks")).unwrap();
+    let plain = locks.lock("a").unwrap();
+    let spaced = locks.try_lock("claim/a").unwrap().expect("another key");
+    assert!(locks.try_lock("claim/a").unwrap().is_none());
+    assert_eq!(
+        locks.lock_path("claim/a").unwrap(),
+        tmp.join("locks/claim/a.lock")
+    );
+    drop((plain, spaced));
 }
 
 fn have_flock_tool() -> bool {
