@@ -50,11 +50,7 @@ impl FuseOnTmpfs {
         let tmpfs = Tmpfs::mount(stacked);
         let fuse = FuseBackend::new(Launcher::new(server, Vec::new()), tmpfs.join("fuse"));
         let backend: Arc<dyn UnionBackend> = if stacked {
-            Arc::new(StackedBackend::new(
-                fuse,
-                tmpfs.root().join("stack"),
-                StackMode::Stacked,
-            ))
+            Arc::new(StackedBackend::new(fuse, tmpfs.root(), StackMode::Stacked))
         } else {
             Arc::new(fuse)
         };

@@ -83,11 +83,7 @@ fn fuse_backend(root: &camino::Utf8Path) -> Result<FuseBackend, Failure> {
 /// The stacked backend (kernel overlayfs over a read-only FUSE view),
 /// state in `<root>/stack`.
 fn stacked_backend(root: &camino::Utf8Path, mode: StackMode) -> Result<StackedBackend, Failure> {
-    Ok(StackedBackend::new(
-        fuse_backend(root)?,
-        root.join("stack"),
-        mode,
-    ))
+    Ok(StackedBackend::new(fuse_backend(root)?, root, mode))
 }
 
 fn absolute_root(root: &camino::Utf8Path) -> Result<Utf8PathBuf, Failure> {

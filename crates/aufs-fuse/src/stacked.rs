@@ -11,9 +11,12 @@
 //! The store stays aufs at rest: the diff dir is converted to overlay form
 //! just before the mount and back after the unmount
 //! ([`crate::overlay_form`]). A marker written before the conversion
-//! (`<stack>/<id>/overlay-form`, naming the diff dir and the mount point)
-//! says a layer may be in overlay form; [`StackedBackend::recover`] puts
-//! every layer whose mount is gone back into aufs form.
+//! (`<stack>/<id>/overlay-form`) says a layer may be in overlay form;
+//! [`StackedBackend::recover`] puts every layer whose mount is gone back
+//! into aufs form. Every path comes from the store's layout
+//! (`<root>/diff/<id>`, `<root>/mnt/<id>`), never from the marker, and a
+//! per-layer lock (`<stack>/<id>/lock`) keeps recovery away from a layer
+//! another process is mounting or unmounting.
 //!
 //! Where overlayfs cannot be mounted (no permission, an upper filesystem it
 //! refuses, an old kernel, a path its options cannot carry), the layer is
@@ -44,17 +47,22 @@ pub enum StackMode {
 }
 
 /// Mounts layers as kernel overlayfs over a read-only FUSE view of their
-/// parents, keeping per-layer state in `stack_dir` (`<root>/stack`).
+/// parents, keeping per-layer state in `<root>/stack` for a store at
+/// `<root>` (layers' diff dirs in `<root>/diff`, mount points in
+/// `<root>/mnt`).
 #[derive(Debug, Clone)]
 pub struct StackedBackend {
     fuse: FuseBackend,
-    stack_dir: Utf8PathBuf,
+    root: Utf8PathBuf,
     mode: StackMode,
 }
 
-/// Where one layer's stacked mount keeps its parts.
+/// Where one layer's stacked mount keeps its parts, all derived from the
+/// store's layout and the layer's id.
 #[derive(Debug)]
 struct Layout {
+    rw: Utf8PathBuf,
+    target: Utf8PathBuf,
     dir: Utf8PathBuf,
     lower: Utf8PathBuf,
     work: Utf8PathBuf,
@@ -71,24 +79,34 @@ fn fits_options(p: &Utf8Path) -> bool {
     !p.as_str().contains([',', ':', '\\', '\n'])
 }
 
-fn overlay_mounted_at(target: &Path) -> io::Result<bool> {
-    let mp = std::fs::canonicalize(target).unwrap_or_else(|_| target.to_path_buf());
+fn canonical(target: &Path) -> std::path::PathBuf {
+    std::fs::canonicalize(target).unwrap_or_else(|_| target.to_path_buf())
+}
+
+fn fs_type_at(target: &Path) -> io::Result<Option<String>> {
+    let mp = canonical(target);
     Ok(ProcSelfMountInfo
         .mounts()?
-        .iter()
-        .any(|m| m.fs_type == "overlay" && m.mount_point == mp))
+        .into_iter()
+        .rev()
+        .find(|m| m.mount_point == mp)
+        .map(|m| m.fs_type))
+}
+
+fn overlay_mounted_at(target: &Path) -> io::Result<bool> {
+    Ok(fs_type_at(target)?.as_deref() == Some("overlay"))
 }
 
 /// Unmounts `target`, retrying while it is busy (as moby's aufs `Unmount`):
 /// a busy overlay cannot be detached lazily, since its upper dir is
 /// converted back right after.
-fn umount_retrying(target: &Path) -> io::Result<()> {
-    let mut tries = 0;
+fn umount_retrying(target: &Path, tries: u32) -> io::Result<()> {
+    let mut tried = 0;
     loop {
         match rustix::mount::unmount(target, UnmountFlags::empty()) {
             Ok(()) => return Ok(()),
-            Err(rustix::io::Errno::BUSY) if tries < 5 => {
-                tries += 1;
+            Err(rustix::io::Errno::BUSY) if tried + 1 < tries => {
+                tried += 1;
                 std::thread::sleep(Duration::from_millis(100));
             }
             Err(e) => return Err(e.into()),
@@ -96,35 +114,84 @@ fn umount_retrying(target: &Path) -> io::Result<()> {
     }
 }
 
+/// An exclusive lock on a layer's stacked state, released when dropped.
+struct StateLock(#[allow(dead_code)] std::fs::File);
+
+/// Why a stacked mount failed.
+enum Refused {
+    /// Nothing was changed (or all of it was undone): a full FUSE union
+    /// may be mounted instead.
+    Cleanly(io::Error),
+    /// The diff dir could not be put back into aufs form: nothing may be
+    /// mounted on it until it is.
+    Stuck(io::Error),
+}
+
 impl StackedBackend {
-    /// A backend mounting the read-only parts with `fuse` and keeping
-    /// per-layer state under `stack_dir`.
-    pub fn new(fuse: FuseBackend, stack_dir: impl Into<Utf8PathBuf>, mode: StackMode) -> Self {
+    /// A backend for the store at `root`, mounting the read-only parts
+    /// with `fuse`.
+    pub fn new(fuse: FuseBackend, root: impl Into<Utf8PathBuf>, mode: StackMode) -> Self {
         StackedBackend {
             fuse,
-            stack_dir: stack_dir.into(),
+            root: root.into(),
             mode,
         }
     }
 
-    fn layout(&self, rw: &Utf8Path) -> io::Result<Layout> {
-        let id = rw
-            .file_name()
-            .ok_or_else(|| errno(libc::EINVAL, format!("{rw}: no layer name")))?;
-        let dir = self.stack_dir.join(id);
-        Ok(Layout {
+    fn layout_of(&self, id: &str) -> Layout {
+        let dir = self.root.join("stack").join(id);
+        Layout {
+            rw: self.root.join("diff").join(id),
+            target: self.root.join("mnt").join(id),
             lower: dir.join("lower"),
             work: dir.join("work"),
             stash: dir.join("stash"),
             marker: dir.join(MARKER),
             dir,
-        })
+        }
     }
 
-    /// The layers whose marker says they may be in overlay form: (diff
-    /// dir, mount point, layout).
-    fn marked(&self) -> io::Result<Vec<(Utf8PathBuf, Utf8PathBuf, Layout)>> {
-        let entries = match std::fs::read_dir(&self.stack_dir) {
+    /// The layout of `spec`, when it is a layer of this store laid out as
+    /// the driver lays them out (else it is not stacked).
+    fn layout(&self, spec: &UnionSpec) -> io::Result<Layout> {
+        let id = spec.rw.file_name().unwrap_or_default();
+        let l = self.layout_of(id);
+        if id.is_empty() || l.rw != spec.rw || l.target != spec.target {
+            return Err(errno(
+                libc::EINVAL,
+                format!(
+                    "{} is not a layer of the store at {} mounted at its mnt dir",
+                    spec.rw, self.root
+                ),
+            ));
+        }
+        Ok(l)
+    }
+
+    /// Takes the layer's state lock (`wait`: blocking; else `None` when
+    /// another process holds it).
+    fn lock(&self, l: &Layout, wait: bool) -> io::Result<Option<StateLock>> {
+        std::fs::create_dir_all(&l.dir)?;
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(l.dir.join("lock"))?;
+        let how = if wait {
+            rustix::fs::FlockOperation::LockExclusive
+        } else {
+            rustix::fs::FlockOperation::NonBlockingLockExclusive
+        };
+        match rustix::fs::flock(&f, how) {
+            Ok(()) => Ok(Some(StateLock(f))),
+            Err(rustix::io::Errno::WOULDBLOCK) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The ids of the layers whose marker says they may be in overlay form.
+    fn marked(&self) -> io::Result<Vec<String>> {
+        let entries = match std::fs::read_dir(self.root.join("stack")) {
             Ok(e) => e,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
             Err(e) => return Err(e),
@@ -132,67 +199,70 @@ impl StackedBackend {
         let mut out = Vec::new();
         for e in entries {
             let e = e?;
-            let Ok(text) = std::fs::read_to_string(e.path().join(MARKER)) else {
+            let Ok(id) = e.file_name().into_string() else {
                 continue;
             };
-            let mut lines = text.lines();
-            if let (Some(rw), Some(target)) = (lines.next(), lines.next()) {
-                let rw = Utf8PathBuf::from(rw);
-                let layout = self.layout(&rw)?;
-                out.push((rw, Utf8PathBuf::from(target), layout));
+            if self.layout_of(&id).marker.exists() {
+                out.push(id);
             }
         }
         Ok(out)
     }
 
     /// Writes the marker (durably) before the diff dir changes form.
-    fn mark(&self, l: &Layout, rw: &Utf8Path, target: &Utf8Path) -> io::Result<()> {
+    fn mark(&self, l: &Layout) -> io::Result<()> {
         let tmp = l.dir.join(format!("{MARKER}.tmp"));
-        std::fs::write(&tmp, format!("{rw}\n{target}\n"))?;
+        std::fs::write(&tmp, format!("{}\n{}\n", l.rw, l.target))?;
         std::fs::File::open(&tmp)?.sync_all()?;
         std::fs::rename(&tmp, &l.marker)?;
         std::fs::File::open(&l.dir)?.sync_all()
     }
 
-    /// Puts `rw` back in aufs form and forgets the layer's stacked state.
-    fn back_to_aufs(&self, rw: &Utf8Path, l: &Layout) -> io::Result<()> {
-        to_aufs(rw, &l.stash)?;
-        std::fs::remove_file(&l.marker).or_else(|e| {
-            if e.kind() == io::ErrorKind::NotFound {
-                Ok(())
-            } else {
-                Err(e)
-            }
-        })?;
+    /// Puts the layer back in aufs form and forgets its stacked state.
+    fn back_to_aufs(&self, l: &Layout) -> io::Result<()> {
+        to_aufs(&l.rw, &l.stash)?;
+        match std::fs::remove_file(&l.marker) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
         let _ = std::fs::remove_dir_all(&l.work);
         Ok(())
     }
 
-    fn mount_stacked(&self, spec: &UnionSpec) -> io::Result<()> {
-        let l = self.layout(&spec.rw)?;
-        for p in [&l.lower, &spec.rw, &l.work] {
+    fn mount_stacked(&self, spec: &UnionSpec) -> Result<(), Refused> {
+        let l = self.layout(spec).map_err(Refused::Cleanly)?;
+        for p in [&l.lower, &l.rw, &l.work] {
             if !fits_options(p) {
-                return Err(errno(
+                return Err(Refused::Cleanly(errno(
                     libc::EINVAL,
                     format!("{p}: overlayfs options cannot carry this path"),
-                ));
+                )));
             }
         }
-        let _ = std::fs::remove_dir_all(&l.work);
-        std::fs::create_dir_all(&l.work)?;
-        std::fs::create_dir_all(&l.lower)?;
-        self.fuse.mount_read_only(&spec.ro, &l.lower)?;
+        let _lock = self.lock(&l, true).map_err(Refused::Cleanly)?;
+        if l.marker.exists() {
+            // Left in overlay form and not recovered yet: do it now.
+            self.back_to_aufs(&l).map_err(Refused::Stuck)?;
+        }
+        let prepared = (|| {
+            let _ = std::fs::remove_dir_all(&l.work);
+            std::fs::create_dir_all(&l.work)?;
+            std::fs::create_dir_all(&l.lower)?;
+            self.fuse.mount_read_only(&spec.ro, &l.lower)
+        })();
+        prepared.map_err(Refused::Cleanly)?;
         let stacked = (|| {
-            self.mark(&l, &spec.rw, &spec.target)?;
-            to_overlay(&spec.rw, &l.stash)?;
+            self.mark(&l)?;
+            to_overlay(&l.rw, &l.stash, &l.lower)?;
             let opts = format!(
                 "lowerdir={},upperdir={},workdir={},redirect_dir=off,index=off,metacopy=off",
-                l.lower, spec.rw, l.work
+                l.lower, l.rw, l.work
             );
             let opts = std::ffi::CString::new(opts).map_err(io::Error::other)?;
             rustix::mount::mount(
                 "overlay",
-                spec.target.as_std_path(),
+                l.target.as_std_path(),
                 "overlay",
                 MountFlags::empty(),
                 Some(opts.as_c_str()),
@@ -200,34 +270,64 @@ impl StackedBackend {
             .map_err(io::Error::from)
         })();
         if let Err(e) = stacked {
-            let undo = self.back_to_aufs(&spec.rw, &l);
+            let undo = self.back_to_aufs(&l);
             let _ = self.fuse.unmount(&l.lower);
-            undo?;
-            return Err(e);
+            return Err(match undo {
+                Ok(()) => Refused::Cleanly(e),
+                Err(u) => Refused::Stuck(errno(
+                    u.raw_os_error().unwrap_or(libc::EIO),
+                    format!("{e}; and {} could not go back to aufs form: {u}", l.rw),
+                )),
+            });
         }
-        tracing::info!(storage_driver = "aufs", target = %spec.target, "stacked union mounted (overlayfs over a read-only FUSE view)");
+        tracing::info!(storage_driver = "aufs", target = %l.target, "stacked union mounted (overlayfs over a read-only FUSE view)");
         Ok(())
     }
 
     /// Puts back into aufs form every layer left in overlay form whose
-    /// stacked mount is gone (a crash, a reboot, a killed server). Layers
-    /// mounted right now are left alone.
+    /// stacked mount is gone (a crash, a reboot, a killed server). A layer
+    /// mounted right now, or whose state another process holds, is left
+    /// alone; so is one whose dead overlay mount is still in use (the
+    /// unmount fails busy). One layer's failure is logged and does not
+    /// stop the others: that layer stays marked, and mounting it fails
+    /// until it is fixed.
     pub fn recover(&self) -> io::Result<()> {
-        for (rw, target, l) in self.marked()? {
-            let lower_alive = self.fuse.is_mounted(&l.lower)? && self.fuse.server_alive(&l.lower);
-            if overlay_mounted_at(target.as_std_path())? && lower_alive {
-                continue;
+        for id in self.marked()? {
+            let l = self.layout_of(&id);
+            if let Err(e) = self.recover_layer(&l) {
+                tracing::error!(storage_driver = "aufs", layer = %l.rw, error = %e, "layer left in overlay form could not go back to aufs form");
             }
-            tracing::warn!(storage_driver = "aufs", %rw, %target, "layer left in overlay form, converting it back");
-            if overlay_mounted_at(target.as_std_path())? {
-                rustix::mount::unmount(target.as_std_path(), UnmountFlags::DETACH)?;
-            }
-            if self.fuse.is_mounted(&l.lower)? {
-                let _ = self.fuse.unmount(&l.lower);
-            }
-            self.back_to_aufs(&rw, &l)?;
         }
         Ok(())
+    }
+
+    fn recover_layer(&self, l: &Layout) -> io::Result<()> {
+        let Some(_lock) = self.lock(l, false)? else {
+            return Ok(());
+        };
+        if !l.marker.exists() {
+            return Ok(());
+        }
+        match fs_type_at(l.target.as_std_path())?.as_deref() {
+            Some("overlay") => {
+                if self.fuse.is_mounted(&l.lower)? && self.fuse.server_alive(&l.lower) {
+                    return Ok(());
+                }
+                // Its lower view died: unmounted only if nothing uses it.
+                if let Err(e) = umount_retrying(l.target.as_std_path(), 1) {
+                    tracing::warn!(storage_driver = "aufs", target = %l.target, error = %e, "stacked mount with a dead lower view still in use");
+                    return Ok(());
+                }
+            }
+            // A full FUSE union mounted there instead: not ours to touch.
+            Some(t) if t == "fuse" || t.starts_with("fuse.") => return Ok(()),
+            _ => {}
+        }
+        tracing::warn!(storage_driver = "aufs", layer = %l.rw, "layer left in overlay form, converting it back");
+        if self.fuse.is_mounted(&l.lower)? {
+            let _ = self.fuse.unmount(&l.lower);
+        }
+        self.back_to_aufs(l)
     }
 }
 
@@ -248,11 +348,11 @@ impl UnionBackend for StackedBackend {
         }
         match self.mount_stacked(spec) {
             Ok(()) => Ok(()),
-            Err(e) if self.mode == StackMode::Auto => {
+            Err(Refused::Cleanly(e)) if self.mode == StackMode::Auto => {
                 tracing::warn!(storage_driver = "aufs", target = %spec.target, error = %e, "kernel overlayfs not usable here, mounting a full FUSE union");
                 self.fuse.mount(spec)
             }
-            Err(e) => Err(e),
+            Err(Refused::Cleanly(e) | Refused::Stuck(e)) => Err(e),
         }
     }
 
@@ -260,15 +360,21 @@ impl UnionBackend for StackedBackend {
         if !overlay_mounted_at(target.as_std_path())? {
             return self.fuse.unmount(target);
         }
-        let layer = self
-            .marked()?
-            .into_iter()
-            .find(|(_, t, _)| t == target)
-            .ok_or_else(|| errno(libc::EINVAL, format!("{target}: no stacked layer recorded")))?;
-        let (rw, _, l) = layer;
-        umount_retrying(target.as_std_path())?;
+        let id = target.file_name().unwrap_or_default();
+        let l = self.layout_of(id);
+        if id.is_empty() || l.target != target || !l.marker.exists() {
+            return Err(errno(
+                libc::EINVAL,
+                format!(
+                    "{target}: not a stacked mount of the store at {}",
+                    self.root
+                ),
+            ));
+        }
+        let _lock = self.lock(&l, true)?;
+        umount_retrying(target.as_std_path(), 5)?;
         self.fuse.unmount(&l.lower)?;
-        self.back_to_aufs(&rw, &l)
+        self.back_to_aufs(&l)
     }
 
     fn is_mounted(&self, target: &Utf8Path) -> io::Result<bool> {
@@ -280,13 +386,13 @@ impl UnionBackend for StackedBackend {
     }
 
     fn unmount_all_under(&self, root: &Utf8Path) -> io::Result<()> {
-        let root_path =
-            std::fs::canonicalize(root).unwrap_or_else(|_| root.as_std_path().to_path_buf());
-        for (_, target, _) in self.marked()? {
-            let canon = std::fs::canonicalize(target.as_std_path())
-                .unwrap_or_else(|_| target.as_std_path().to_path_buf());
-            if canon.starts_with(&root_path) && overlay_mounted_at(target.as_std_path())? {
-                self.unmount(&target)?;
+        let under = canonical(root.as_std_path());
+        for id in self.marked()? {
+            let l = self.layout_of(&id);
+            if canonical(l.target.as_std_path()).starts_with(&under)
+                && overlay_mounted_at(l.target.as_std_path())?
+            {
+                self.unmount(&l.target)?;
             }
         }
         self.fuse.unmount_all_under(root)?;

@@ -6,7 +6,7 @@
 mod common;
 
 use aufs_fuse::{StackMode, StackedBackend};
-use aufs_ports::UnionBackend;
+use aufs_ports::{UnionBackend, UnionSpec};
 use common::{can_mount, write, Fixture};
 use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
@@ -73,13 +73,19 @@ fn run(stacked: bool) {
         return;
     }
     let f = Fixture::new();
-    let spec = f.spec(2);
+    // Laid out as a store: the stacked backend takes its paths from it.
+    let spec = UnionSpec {
+        rw: f.dir("diff/top"),
+        ro: vec![f.dir("diff/l1"), f.dir("diff/l0")],
+        target: f.dir("mnt/top"),
+        mount_label: String::new(),
+    };
     write(&spec.ro[1].join("base/f"), "x");
     write(&spec.ro[0].join("base/g"), "y");
     let backend: Box<dyn UnionBackend> = if stacked {
         Box::new(StackedBackend::new(
             f.backend.clone(),
-            f.root.join("stack"),
+            f.root.clone(),
             StackMode::Stacked,
         ))
     } else {

@@ -28,7 +28,7 @@ impl Rig {
             Launcher::new(env!("CARGO_BIN_EXE_aufs-union-server"), Vec::new()),
             root.join("state"),
         );
-        let stacked = StackedBackend::new(fuse.clone(), root.join("stack"), StackMode::Stacked);
+        let stacked = StackedBackend::new(fuse.clone(), root.clone(), StackMode::Stacked);
         Rig {
             _tmp: tmp,
             root,
@@ -375,4 +375,62 @@ fn the_full_union_refuses_overlay_xattrs() {
         Err(rustix::io::Errno::PERM)
     );
     rig.fuse.unmount(&spec.target).unwrap();
+}
+
+/// A container that swaps a directory holding stashed aufs names for a
+/// symlink to the host root cannot make the unmount fail, nor the
+/// conversion back follow the symlink: the names it cannot put back stay
+/// in a quarantine dir beside the layer's state.
+#[test]
+fn a_layer_rearranged_while_mounted_still_goes_back_to_aufs_form() {
+    if !can_mount() {
+        return;
+    }
+    let rig = Rig::new();
+    let spec = populate(&rig, "g", "g1", "g2");
+    write(&spec.rw.join("x/.wh..wh.meta"), "m");
+    write(&spec.rw.join("x/.wh.gone"), "");
+    let outside = rig.root.join("outside");
+    write(&outside.join("keep"), "k");
+    rig.stacked.mount(&spec).unwrap();
+    std::fs::remove_dir_all(spec.target.join("x")).unwrap();
+    std::os::unix::fs::symlink(outside.as_std_path(), spec.target.join("x")).unwrap();
+    rig.stacked.unmount(&spec.target).unwrap();
+    assert!(std::fs::symlink_metadata(spec.rw.join("x"))
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    assert_eq!(
+        std::fs::read_dir(&outside).unwrap().count(),
+        1,
+        "nothing was put into the symlink's target"
+    );
+    assert!(rig.root.join("stack/g/stash.unrestored.0").is_dir());
+    assert!(!rig.root.join("stack/g/overlay-form").exists());
+}
+
+/// Only layers of the store, mounted at their own mnt dir, are stacked:
+/// the paths of the state and of recovery come from that layout.
+#[test]
+fn a_union_outside_the_store_layout_is_not_stacked() {
+    if !can_mount() {
+        return;
+    }
+    let rig = Rig::new();
+    let mut spec = populate(&rig, "h", "h1", "h2");
+    spec.target = rig.root.join("elsewhere");
+    std::fs::create_dir_all(&spec.target).unwrap();
+    let err = rig.stacked.mount(&spec).unwrap_err();
+    assert!(
+        err.to_string().contains("not a layer of the store"),
+        "{err}"
+    );
+    assert!(!rig.stacked.is_mounted(&spec.target).unwrap());
+    let auto = StackedBackend::new(rig.fuse.clone(), rig.root.clone(), StackMode::Auto);
+    auto.mount(&spec).unwrap();
+    assert!(
+        rig.fuse.is_mounted(&spec.target).unwrap(),
+        "a full FUSE union instead"
+    );
+    auto.unmount(&spec.target).unwrap();
 }

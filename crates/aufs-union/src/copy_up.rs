@@ -105,7 +105,13 @@ pub(crate) fn copy_xattrs(src: &Entry, dst: &OwnedFd, dst_path: &Path) -> Result
         Err(e) => return Err(UnionError::io("listxattr", &src.real_path, e)),
     };
     let dp = proc_path(dst.as_fd());
-    for name in names.split(|b| *b == 0).filter(|n| !n.is_empty()) {
+    // Overlayfs's own xattrs are instructions to an overlayfs stacked on
+    // the layer (redirects, metacopy, opaque): never carried up.
+    for name in names
+        .split(|b| *b == 0)
+        .filter(|n| !n.is_empty())
+        .filter(|n| !n.starts_with(b"trusted.overlay.") && !n.starts_with(b"user.overlay."))
+    {
         let name = OsStr::from_bytes(name);
         let value = match read_sized(
             || rustix::fs::getxattr_query(&sp, name),

@@ -304,12 +304,14 @@ pub(crate) fn set_mode_pinned(fd: &OwnedFd, md: &Meta, mode: u32) -> io::Result<
     Ok(())
 }
 
-/// Sizes a value, then reads it, again if it grew in between (`ERANGE`).
+/// Sizes a value, then reads it, again if it grew in between (`ERANGE`),
+/// a few times at most: a value kept growing by someone else ends as
+/// `ERANGE` rather than a loop.
 pub(crate) fn read_sized(
     query: impl Fn() -> rustix::io::Result<usize>,
     read: impl Fn(&mut [u8]) -> rustix::io::Result<usize>,
 ) -> io::Result<Vec<u8>> {
-    loop {
+    for _ in 0..8 {
         let len = query()?;
         let mut buf = vec![0u8; len];
         match read(&mut buf[..]) {
@@ -321,6 +323,7 @@ pub(crate) fn read_sized(
             Err(e) => return Err(e.into()),
         }
     }
+    Err(io::Error::from_raw_os_error(libc::ERANGE))
 }
 
 use std::os::unix::ffi::OsStringExt;

@@ -43,20 +43,30 @@ impl LinkIndex {
 /// Walks `branch` and collects the names of regular files with several links.
 fn scan(branch: &Branch) -> Result<Names> {
     let mut names = Names::new();
-    let mut dirs = vec![(PathBuf::new(), branch.root_fd().clone())];
-    while let Some((rel, dir)) = dirs.pop() {
+    // (parent, name) pairs: a directory is opened only when its turn
+    // comes, so the descriptors held grow with depth, not width.
+    let mut dirs: Vec<(
+        PathBuf,
+        Arc<std::os::fd::OwnedFd>,
+        Option<std::ffi::OsString>,
+    )> = vec![(PathBuf::new(), branch.root_fd().clone(), None)];
+    while let Some((rel, parent, name)) = dirs.pop() {
+        let dir = match name {
+            None => parent,
+            Some(n) => Arc::new(
+                crate::beneath::open_subdir(parent.as_fd(), &n)
+                    .map_err(|e| UnionError::io("open", branch.display(&rel), e))?,
+            ),
+        };
         let listed = crate::beneath::list(dir.as_fd())
             .map_err(|e| UnionError::io("readdir", branch.display(&rel), e))?;
         for de in listed {
             let path = rel.join(&de.name);
-            let io = |e| UnionError::io("lstat", branch.display(&path), e);
             match de.kind {
-                EntryKind::Dir => {
-                    let sub = crate::beneath::open_subdir(dir.as_fd(), &de.name).map_err(io)?;
-                    dirs.push((path, Arc::new(sub)));
-                }
+                EntryKind::Dir => dirs.push((path, dir.clone(), Some(de.name))),
                 EntryKind::File => {
-                    let md = Meta::at(dir.as_fd(), &de.name).map_err(io)?;
+                    let md = Meta::at(dir.as_fd(), &de.name)
+                        .map_err(|e| UnionError::io("lstat", branch.display(&path), e))?;
                     if md.nlink() > 1 {
                         names.entry(md.ino()).or_default().push(path);
                     }

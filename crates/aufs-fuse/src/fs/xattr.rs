@@ -100,12 +100,13 @@ fn fget_xattr(file: &File, name: &OsStr) -> Result<Vec<u8>, Errno> {
     )
 }
 
-/// Sizes an xattr, then reads it, again if it grew in between (`ERANGE`).
+/// Sizes an xattr, then reads it, again if it grew in between (`ERANGE`),
+/// a few times at most.
 fn read_xattr(
     query: impl Fn() -> rustix::io::Result<usize>,
     read: impl Fn(&mut [u8]) -> rustix::io::Result<usize>,
 ) -> Result<Vec<u8>, Errno> {
-    loop {
+    for _ in 0..8 {
         let len = query().map_err(rustix_errno)?;
         let mut buf = vec![0u8; len];
         match read(&mut buf[..]) {
@@ -117,4 +118,5 @@ fn read_xattr(
             Err(e) => return Err(rustix_errno(e)),
         }
     }
+    Err(Errno::ERANGE)
 }
