@@ -44,8 +44,10 @@ pub(crate) fn map_rest(file: &File) -> Result<Option<MappedInput>> {
     if start >= md.len() || usize::try_from(md.len()).is_err() {
         return Ok(None);
     }
-    // SAFETY: the mapping is read-only and private to this apply; the file
-    // is sealed against shrinking, so no page of it can vanish.
+    // SAFETY: the mapping is shared (`MAP_SHARED`, the page cache itself)
+    // and read-only, and only this apply reads it; the file is sealed
+    // against shrinking, so no page of it can vanish (no SIGBUS). A write
+    // by someone else only changes the bytes read, which the digest checks.
     let map = unsafe { Mmap::map(file) }.map_err(io_err)?;
     // Read front to back once: let the kernel read ahead and drop behind.
     let _ = map.advise(Advice::Sequential);

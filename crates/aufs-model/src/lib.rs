@@ -1,15 +1,4 @@
-//! Pure logic of Docker's aufs storage layout, with no I/O.
-//!
-//! Everything here is a function of its inputs so it can be tested exhaustively
-//! (unit tests and proptests) and reused by every adapter:
-//! - [`id`]: validated layer ids ([`LayerId`]).
-//! - [`layers_file`]: the `layers/<id>` file format (parent chain, nearest first).
-//! - [`branch`]: the kernel aufs mount data (`br:` strings clipped to one page,
-//!   `append:` remounts for the rest).
-//! - [`whiteout`]: aufs whiteout and metadata names.
-//! - [`fs_magic`]: filesystem magics and Docker's names for them.
-//! - [`idmap`]: user-namespace id maps.
-
+#![doc = include_str!("../README.md")]
 pub mod branch;
 pub mod fs_magic;
 pub mod id;

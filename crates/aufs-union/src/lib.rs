@@ -1,13 +1,4 @@
-//! The aufs union view over real branch directories.
-//!
-//! [`UnionView`] merges one optional read-write branch over read-only
-//! branches (nearest first) with aufs's on-disk rules: `.wh.NAME` whiteouts,
-//! `.wh..wh..opq` opaque directories, `.wh..wh.*` metadata never visible.
-//! It reads ([`UnionView::lookup`], [`UnionView::read_dir`],
-//! [`UnionView::walk`]) and, with a rw branch, writes as aufs does: copy-up
-//! into the rw branch, whiteouts on delete and rename. It has no FUSE types:
-//! the FUSE filesystem and in-process readers (diffs of two unions) share it.
-
+#![doc = include_str!("../README.md")]
 mod beneath;
 mod branch;
 mod copy_up;
