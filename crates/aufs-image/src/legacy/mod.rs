@@ -3,20 +3,31 @@
 //! containers (`containers/*/config.v2.json` and the layerdb mounts), and
 //! its images exported with their original layer bytes, rebuilt from the
 //! layer store's own tar-split metadata and the `aufs/diff` dirs.
+//!
+//! The install is read as untrusted input: nothing beneath it is opened
+//! through a symlink ([`beneath`]), metadata reads are capped, a layer's
+//! bytes are exported only when every file matches its tar-split record
+//! (size and CRC-64), and every id and name is checked ([`names`]) before
+//! it is returned to be printed.
+
+mod beneath;
+mod names;
 
 use std::collections::HashMap;
-use std::fs::{self, File};
+use std::sync::Arc;
 
 use camino::{Utf8Path, Utf8PathBuf};
 
 use crate::chain::{chain_ids, Digest};
 use crate::error::{ImageError, Result};
 use crate::export::{in_work_dir, stage_blob, write_docker_save};
+use beneath::Beneath;
 
 /// The root of a Docker install (`/var/lib/docker`).
 #[derive(Debug, Clone)]
 pub struct DockerRoot {
     dir: Utf8PathBuf,
+    root: Arc<Beneath>,
 }
 
 /// An image of a Docker install.
@@ -33,20 +44,23 @@ pub struct LegacyImage {
 /// A container of a Docker install.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LegacyContainer {
-    /// Its name, without the leading `/`.
+    /// Its name, without the leading `/` (as Docker allows names:
+    /// `[a-zA-Z0-9][a-zA-Z0-9_.-]+`).
     pub name: String,
-    /// Its id.
+    /// Its id (64 hex digits).
     pub id: String,
     /// The image it was created from, as given (`busybox`), else its id.
     pub image: String,
-    /// Its read-write layer: a layer id under the install's `aufs/`.
+    /// Its read-write layer: a layer id (64 hex digits) under the
+    /// install's `aufs/`.
     pub rw_layer: String,
 }
 
 impl DockerRoot {
     /// The install at `dir`; it must have `image/aufs`.
     pub fn open(dir: &Utf8Path) -> Result<Self> {
-        if !dir.join("image/aufs").is_dir() {
+        let root = Beneath::open(dir)?;
+        if !root.is_dir(Utf8Path::new("image/aufs")) {
             return Err(ImageError::UnknownFormat {
                 path: dir.to_owned(),
                 why: "no image/aufs: not a Docker install that used the aufs driver".into(),
@@ -54,38 +68,54 @@ impl DockerRoot {
         }
         Ok(Self {
             dir: dir.to_owned(),
+            root: Arc::new(root),
         })
     }
 
-    fn meta(&self) -> Utf8PathBuf {
-        self.dir.join("image/aufs")
+    /// `image/aufs/<rel>`, relative to the root.
+    fn meta(rel: &str) -> Utf8PathBuf {
+        Utf8Path::new("image/aufs").join(rel)
     }
 
-    fn read(&self, path: &Utf8Path) -> Result<Vec<u8>> {
-        fs::read(path).map_err(|source| ImageError::Io {
-            path: path.to_owned(),
-            op: "reading",
-            source,
-        })
+    fn read_text(&self, rel: &Utf8Path) -> Result<String> {
+        let data = self.root.read(rel)?;
+        let text = std::str::from_utf8(&data).map_err(|_| self.malformed(rel, "not UTF-8"))?;
+        Ok(text.trim().to_owned())
     }
 
-    fn read_text(&self, path: &Utf8Path) -> Result<String> {
-        Ok(String::from_utf8_lossy(&self.read(path)?).trim().to_owned())
+    /// A 64-hex id from file `rel` (a cache id, a mount id).
+    fn read_id(&self, rel: &Utf8Path) -> Result<String> {
+        let id = self.read_text(rel)?;
+        if !names::is_hex_id(&id) {
+            return Err(self.malformed(rel, "not a Docker id (64 hex digits)"));
+        }
+        Ok(id)
+    }
+
+    fn malformed(&self, rel: &Utf8Path, why: &str) -> ImageError {
+        ImageError::Malformed {
+            path: self.dir.clone(),
+            what: rel.to_string(),
+            why: why.to_owned(),
+        }
     }
 
     /// `repo:tag` names by image id (`repositories.json`; digest
     /// references are left out).
     fn tags(&self) -> Result<HashMap<String, Vec<String>>> {
-        let path = self.meta().join("repositories.json");
+        let rel = Self::meta("repositories.json");
         let mut out: HashMap<String, Vec<String>> = HashMap::new();
-        if !path.exists() {
+        let Some(data) = self.root.read_if_present(&rel)? else {
             return Ok(out);
-        }
-        let v: serde_json::Value = serde_json::from_slice(&self.read(&path)?)
-            .map_err(|e| self.malformed(&path, &e.to_string()))?;
+        };
+        let v: serde_json::Value =
+            serde_json::from_slice(&data).map_err(|e| self.malformed(&rel, &e.to_string()))?;
         if let Some(repos) = v.get("Repositories").and_then(|r| r.as_object()) {
             for refs in repos.values().filter_map(|r| r.as_object()) {
                 for (name, id) in refs {
+                    if !names::is_reference(name) {
+                        return Err(self.malformed(&rel, "a name is not an image reference"));
+                    }
                     if let (false, Some(id)) = (name.contains('@'), id.as_str()) {
                         out.entry(id.to_owned()).or_default().push(name.clone());
                     }
@@ -98,80 +128,52 @@ impl DockerRoot {
         Ok(out)
     }
 
-    fn malformed(&self, path: &Utf8Path, why: &str) -> ImageError {
-        ImageError::Malformed {
-            path: self.dir.clone(),
-            what: path.to_string(),
-            why: why.to_owned(),
-        }
+    fn config_path(id: &Digest) -> Utf8PathBuf {
+        Self::meta("imagedb/content/sha256").join(id.hex())
     }
 
     /// The config of image `id`, checked against its id.
     fn config(&self, id: &Digest) -> Result<Vec<u8>> {
-        let path = self.meta().join("imagedb/content/sha256").join(id.hex());
-        let config = self.read(&path)?;
-        let got = Digest::of(&config);
-        if &got != id {
-            return Err(ImageError::DigestMismatch {
+        let rel = Self::config_path(id);
+        let config = self.root.read(&rel)?;
+        if &Digest::of(&config) != id {
+            return Err(ImageError::Unverified {
                 path: self.dir.clone(),
-                what: path.to_string(),
+                what: rel.to_string(),
                 expected: id.to_string(),
-                actual: got.to_string(),
             });
         }
         Ok(config)
     }
 
     fn diff_ids(&self, id: &Digest, config: &[u8]) -> Result<Vec<Digest>> {
-        crate::chain::config_diff_ids(config).map_err(|why| {
-            self.malformed(
-                &self.meta().join("imagedb/content/sha256").join(id.hex()),
-                &why,
-            )
-        })
+        crate::chain::config_diff_ids(config)
+            .map_err(|why| self.malformed(&Self::config_path(id), &why))
     }
 
-    fn layer_dir(&self, chain: &Digest) -> Utf8PathBuf {
-        self.meta().join("layerdb/sha256").join(chain.hex())
+    fn layer_dir(chain: &Digest) -> Utf8PathBuf {
+        Self::meta("layerdb/sha256").join(chain.hex())
     }
 
     /// Every image, sorted by name then id.
     pub fn images(&self) -> Result<Vec<LegacyImage>> {
         let tags = self.tags()?;
-        let dir = self.meta().join("imagedb/content/sha256");
         let mut out = Vec::new();
-        let entries = match fs::read_dir(&dir) {
-            Ok(e) => e,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
-            Err(source) => {
-                return Err(ImageError::Io {
-                    path: dir,
-                    op: "listing images",
-                    source,
-                })
-            }
-        };
-        for entry in entries {
-            let entry = entry.map_err(|source| ImageError::Io {
-                path: dir.clone(),
-                op: "listing images",
-                source,
-            })?;
-            let Some(id) = entry
-                .file_name()
-                .to_str()
-                .and_then(|h| Digest::parse(&format!("sha256:{h}")))
-            else {
+        let listed = self.root.list(&Self::meta("imagedb/content/sha256"))?;
+        for name in listed.unwrap_or_default() {
+            let Some(id) = Digest::parse(&format!("sha256:{name}")) else {
+                tracing::debug!(docker_root = %self.dir, name = %name.escape_debug(), "skipping a file of imagedb that is not an image id");
                 continue;
             };
             let config = self.config(&id)?;
-            let mut size = 0;
+            let mut size = 0u64;
             for chain in chain_ids(&self.diff_ids(&id, &config)?) {
-                let p = self.layer_dir(&chain).join("size");
-                size += self
-                    .read_text(&p)?
-                    .parse::<u64>()
-                    .map_err(|e| self.malformed(&p, &e.to_string()))?;
+                let rel = Self::layer_dir(&chain).join("size");
+                let layer: u64 = self
+                    .read_text(&rel)?
+                    .parse()
+                    .map_err(|_| self.malformed(&rel, "not a size in bytes"))?;
+                size = size.saturating_add(layer);
             }
             out.push(LegacyImage {
                 repo_tags: tags.get(id.as_str()).cloned().unwrap_or_default(),
@@ -185,21 +187,21 @@ impl DockerRoot {
 
     /// Every container, sorted by name.
     pub fn containers(&self) -> Result<Vec<LegacyContainer>> {
-        let dir = self.dir.join("containers");
         let mut out = Vec::new();
-        let Ok(entries) = fs::read_dir(&dir) else {
-            return Ok(out);
-        };
-        for entry in entries.flatten() {
-            let Some(cid) = entry.file_name().to_str().map(str::to_owned) else {
-                continue;
-            };
-            let path = dir.join(&cid).join("config.v2.json");
-            if !path.exists() {
+        let listed = self.root.list(Utf8Path::new("containers"))?;
+        for cid in listed.unwrap_or_default() {
+            if !names::is_hex_id(&cid) {
+                tracing::debug!(docker_root = %self.dir, name = %cid.escape_debug(), "skipping an entry of containers/ that is not a container id");
                 continue;
             }
-            let v: serde_json::Value = serde_json::from_slice(&self.read(&path)?)
-                .map_err(|e| self.malformed(&path, &e.to_string()))?;
+            let rel = Utf8Path::new("containers")
+                .join(&cid)
+                .join("config.v2.json");
+            let Some(data) = self.root.read_if_present(&rel)? else {
+                continue;
+            };
+            let v: serde_json::Value =
+                serde_json::from_slice(&data).map_err(|e| self.malformed(&rel, &e.to_string()))?;
             let image = v
                 .pointer("/Config/Image")
                 .and_then(|i| i.as_str())
@@ -207,20 +209,22 @@ impl DockerRoot {
                 .or_else(|| v.get("Image").and_then(|i| i.as_str()))
                 .unwrap_or_default()
                 .to_owned();
-            let rw_layer = self.read_text(
-                &self
-                    .meta()
-                    .join("layerdb/mounts")
-                    .join(&cid)
-                    .join("mount-id"),
-            )?;
+            if !names::is_reference(&image) {
+                return Err(self.malformed(&rel, "its image is not an image reference"));
+            }
+            let name = v
+                .get("Name")
+                .and_then(|n| n.as_str())
+                .unwrap_or_default()
+                .trim_start_matches('/')
+                .to_owned();
+            if !names::is_container_name(&name) {
+                return Err(self.malformed(&rel, "its name is not a container name"));
+            }
+            let rw_layer =
+                self.read_id(&Self::meta("layerdb/mounts").join(&cid).join("mount-id"))?;
             out.push(LegacyContainer {
-                name: v
-                    .get("Name")
-                    .and_then(|n| n.as_str())
-                    .unwrap_or_default()
-                    .trim_start_matches('/')
-                    .to_owned(),
+                name,
                 id: cid,
                 image,
                 rw_layer,
@@ -271,33 +275,28 @@ impl DockerRoot {
         let diff_ids = self.diff_ids(&image.id, &config)?;
         in_work_dir(out, |work| {
             for (i, (diff_id, chain)) in diff_ids.iter().zip(chain_ids(&diff_ids)).enumerate() {
-                let layer = self.layer_dir(&chain);
-                let cache_id = self.read_text(&layer.join("cache-id"))?;
-                if cache_id.is_empty() || cache_id.contains('/') || cache_id.starts_with('.') {
-                    return Err(self.malformed(&layer.join("cache-id"), "not a layer id"));
-                }
-                let diff_dir = self.dir.join("aufs/diff").join(&cache_id);
-                let meta_path = layer.join("tar-split.json.gz");
-                let meta = File::open(&meta_path).map_err(|source| ImageError::Io {
-                    path: meta_path.clone(),
-                    op: "opening the layer's tar-split metadata",
-                    source,
+                let layer = Self::layer_dir(&chain);
+                let cache_id = self.read_id(&layer.join("cache-id"))?;
+                let diff_rel = Utf8Path::new("aufs/diff").join(&cache_id);
+                let diff_dir = self.root.dir(&diff_rel)?;
+                let meta_rel = layer.join("tar-split.json.gz");
+                let meta = self.root.file(&meta_rel)?.ok_or_else(|| {
+                    self.malformed(&meta_rel, "missing: the layer's original bytes are unknown")
                 })?;
                 let got = stage_blob(work, |w| {
                     crate::tar_split_json::assemble(meta, &diff_dir, w)
                         .map(|_| ())
                         .map_err(|source| ImageError::Io {
-                            path: diff_dir.clone(),
+                            path: self.dir.join(&diff_rel),
                             op: "rebuilding the layer's original tar",
                             source,
                         })
                 })?;
                 if &got != diff_id {
-                    return Err(ImageError::DigestMismatch {
+                    return Err(ImageError::Unverified {
                         path: self.dir.clone(),
-                        what: format!("layer {i} (aufs/diff/{cache_id})"),
+                        what: format!("layer {i} rebuilt from {diff_rel}"),
                         expected: diff_id.to_string(),
-                        actual: got.to_string(),
                     });
                 }
             }
