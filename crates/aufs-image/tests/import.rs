@@ -7,7 +7,8 @@ mod common;
 
 use std::io::Write as _;
 
-use aufs_image::{Digest, ImageError};
+use aufs_image::{Digest, ImageError, ImportReport};
+use camino::{Utf8Path, Utf8PathBuf};
 use common::*;
 use serde_json::json;
 
@@ -69,15 +70,13 @@ fn a_layer_that_is_not_its_diff_id_is_refused_and_removed() {
 fn oci_blobs_are_checked_against_their_digests() {
     let layers = layers();
     let mut files = oci_files(&layers);
-    // Corrupt the first layer blob (still valid gzip of the same tar, but
-    // other bytes: a different compression level).
+    // Corrupt the first layer blob (still valid gzip of the same tar, of
+    // the same size, but other bytes: another mtime in its header).
     let blob = files
         .iter_mut()
         .find(|(n, b)| n.starts_with("blobs/") && b.starts_with(&[0x1f, 0x8b]))
         .unwrap();
-    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
-    gz.write_all(&layers[0]).unwrap();
-    blob.1 = gz.finish().unwrap();
+    blob.1[4] ^= 1;
     let s = store();
     let dir = s.dir.join("oci");
     write_dir(&dir, &files);
@@ -94,7 +93,9 @@ fn oci_blobs_are_checked_against_their_digests() {
         .iter_mut()
         .find(|(n, _)| n == &format!("blobs/sha256/{}", md.hex()))
         .unwrap();
-    manifest.1.push(b' ');
+    // Same size, other bytes.
+    let last = manifest.1.len() - 1;
+    manifest.1[last] = b' ';
     let s = store();
     let dir = s.dir.join("oci");
     write_dir(&dir, &files);
@@ -259,4 +260,92 @@ fn exported_images_import_to_the_same_layers() {
     } else {
         eprintln!("exported_images_import_to_the_same_layers: skopeo not installed: its reading of the exports not checked");
     }
+}
+
+/// The layout of [`oci_files`] in a directory, and the file of its first
+/// layer blob.
+fn oci_dir(s: &Store) -> (Utf8PathBuf, Utf8PathBuf) {
+    let files = oci_files(&layers());
+    let dir = s.dir.join("oci");
+    write_dir(&dir, &files);
+    let blob = files
+        .iter()
+        .find(|(n, b)| n.starts_with("blobs/") && b.starts_with(&[0x1f, 0x8b]))
+        .map(|(n, _)| dir.join(n))
+        .unwrap();
+    (dir, blob)
+}
+
+fn import_promptly(s: Store, image: Utf8PathBuf) -> (Store, Result<ImportReport, ImageError>) {
+    promptly(move || {
+        let r = run(&s, &image);
+        (s, r)
+    })
+}
+
+#[test]
+fn blobs_are_read_only_as_regular_files_inside_the_layout_and_by_their_size() {
+    // A symlink to /dev/zero (an endless blob) and a FIFO (a blob whose
+    // open waits forever).
+    let zero = |p: &Utf8Path| {
+        std::fs::remove_file(p).unwrap();
+        std::os::unix::fs::symlink("/dev/zero", p).unwrap();
+    };
+    let fifo = |p: &Utf8Path| {
+        std::fs::remove_file(p).unwrap();
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            p.as_std_path(),
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::from_raw_mode(0o600),
+            0,
+        )
+        .unwrap();
+    };
+    // A symlink to a copy out of the layout (a file the importer may read
+    // and its caller may not).
+    let outside = |p: &Utf8Path| {
+        let copy = p.parent().unwrap().join("../../../elsewhere.gz");
+        std::fs::rename(p, &copy).unwrap();
+        std::os::unix::fs::symlink(copy.canonicalize_utf8().unwrap(), p).unwrap();
+    };
+    // Bytes past the size the manifest declares.
+    let longer = |p: &Utf8Path| {
+        let mut f = std::fs::OpenOptions::new().append(true).open(p).unwrap();
+        f.write_all(b"trailing").unwrap();
+    };
+    type Hostile = fn(&Utf8Path);
+    let cases: [(&str, Hostile, &str); 4] = [
+        ("/dev/zero", zero, "reaching out of the directory"),
+        ("FIFO", fifo, "not a regular file"),
+        ("outside", outside, "reaching out of the directory"),
+        ("longer", longer, "but its descriptor says"),
+    ];
+    for (case, make, why) in cases {
+        let s = store();
+        let (dir, blob) = oci_dir(&s);
+        make(&blob);
+        let (s, r) = import_promptly(s, dir);
+        let err = r.expect_err(case).to_string();
+        assert!(err.contains(why), "{case}: {err}");
+        assert!(s.driver.list().unwrap().is_empty(), "{case}");
+    }
+    // index.json as /dev/zero.
+    let s = store();
+    let (dir, _) = oci_dir(&s);
+    zero(&dir.join("index.json"));
+    let (_s, r) = import_promptly(s, dir);
+    let err = r.unwrap_err().to_string();
+    assert!(
+        err.contains("index.json") && err.contains("reaching out"),
+        "{err}"
+    );
+
+    // A symlink that stays inside the layout is followed.
+    let s = store();
+    let (dir, blob) = oci_dir(&s);
+    std::fs::rename(&blob, dir.join("layer0.gz")).unwrap();
+    std::os::unix::fs::symlink("../../layer0.gz", &blob).unwrap();
+    let (s, r) = import_promptly(s, dir);
+    check_imported(&s, &r.unwrap(), &layers());
 }

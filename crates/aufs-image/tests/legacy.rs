@@ -72,17 +72,6 @@ fn a_docker_install_is_read_in_place_and_exported_with_its_original_bytes() {
     assert!(DockerRoot::open(&s.dir.join("aufs")).is_err());
 }
 
-/// Runs `f` on its own thread and fails the test if it takes longer than
-/// 30 s (a read that waits on a FIFO forever, or one of `/dev/zero`).
-fn promptly<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(f());
-    });
-    rx.recv_timeout(std::time::Duration::from_secs(30))
-        .expect("finished within 30 s")
-}
-
 /// The error of `f`, which must fail, promptly; its message may not hold
 /// control characters, whatever the install holds.
 fn refused<T: std::fmt::Debug + Send + 'static>(

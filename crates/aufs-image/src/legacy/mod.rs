@@ -5,12 +5,11 @@
 //! layer store's own tar-split metadata and the `aufs/diff` dirs.
 //!
 //! The install is read as untrusted input: nothing beneath it is opened
-//! through a symlink ([`beneath`]), metadata reads are capped, a layer's
+//! through a symlink ([`crate::beneath`]), metadata reads are capped, a layer's
 //! bytes are exported only when every file matches its tar-split record
 //! (size and CRC-64), and every id and name is checked ([`names`]) before
 //! it is returned to be printed.
 
-mod beneath;
 mod names;
 
 use std::collections::HashMap;
@@ -18,10 +17,10 @@ use std::sync::Arc;
 
 use camino::{Utf8Path, Utf8PathBuf};
 
+use crate::beneath::{Beneath, Symlinks};
 use crate::chain::{chain_ids, Digest};
 use crate::error::{ImageError, Result};
 use crate::export::{in_work_dir, stage_blob, write_docker_save};
-use beneath::Beneath;
 
 /// The root of a Docker install (`/var/lib/docker`).
 #[derive(Debug, Clone)]
@@ -59,7 +58,7 @@ pub struct LegacyContainer {
 impl DockerRoot {
     /// The install at `dir`; it must have `image/aufs`.
     pub fn open(dir: &Utf8Path) -> Result<Self> {
-        let root = Beneath::open(dir)?;
+        let root = Beneath::open(dir, Symlinks::Refused)?;
         if !root.is_dir(Utf8Path::new("image/aufs")) {
             return Err(ImageError::UnknownFormat {
                 path: dir.to_owned(),

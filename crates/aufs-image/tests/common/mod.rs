@@ -332,3 +332,14 @@ pub fn docker_install(dir: &Utf8Path, layers: &[Vec<u8>]) -> Install {
         mount_id,
     }
 }
+
+/// Runs `f` on its own thread and fails the test if it takes longer than
+/// 30 s (a read that waits on a FIFO forever, or one of `/dev/zero`).
+pub fn promptly<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(std::time::Duration::from_secs(30))
+        .expect("finished within 30 s")
+}

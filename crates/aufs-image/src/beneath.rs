@@ -1,8 +1,9 @@
-//! Reads beneath a Docker root that may be hostile: every path is resolved
-//! by the kernel inside the root without following any symlink
-//! (`openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS)`),
-//! files must be regular (a FIFO or a device is refused, never read), and
-//! metadata reads are capped.
+//! Reads beneath a directory that may be hostile (a Docker root, an OCI
+//! layout): every path is resolved by the kernel inside it
+//! (`openat2(RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS)`, and
+//! `RESOLVE_NO_SYMLINKS` where no symlink belongs), files must be regular
+//! (a FIFO or a device is refused, never read), and metadata reads are
+//! capped.
 
 use std::fs::File;
 use std::io::{self, Read};
@@ -16,29 +17,41 @@ use crate::error::{ImageError, Result};
 /// Metadata files (configs, ids, sizes, JSON) larger than this are refused.
 pub(crate) const MAX_META: u64 = 16 << 20;
 
-const BENEATH: ResolveFlags = ResolveFlags::BENEATH
-    .union(ResolveFlags::NO_SYMLINKS)
-    .union(ResolveFlags::NO_MAGICLINKS);
+/// Which symlinks beneath the directory are followed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Symlinks {
+    /// None: a Docker root has none where it is read.
+    Refused,
+    /// Those that stay inside (`docker save` links repeated layers); one
+    /// reaching out is refused.
+    Inside,
+}
 
 /// A directory handle every read goes through.
 #[derive(Debug)]
 pub(crate) struct Beneath {
     dir: Utf8PathBuf,
     fd: OwnedFd,
+    resolve: ResolveFlags,
 }
 
 impl Beneath {
     /// The directory at `dir` (the one path that is followed as given).
-    pub(crate) fn open(dir: &Utf8Path) -> Result<Self> {
+    pub(crate) fn open(dir: &Utf8Path, symlinks: Symlinks) -> Result<Self> {
         let fd = rustix::fs::open(
             dir.as_std_path(),
             OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
             Mode::empty(),
         )
         .map_err(|e| io_err(dir.to_owned(), "opening", e.into()))?;
+        let resolve = ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS;
         Ok(Self {
             dir: dir.to_owned(),
             fd,
+            resolve: match symlinks {
+                Symlinks::Refused => resolve | ResolveFlags::NO_SYMLINKS,
+                Symlinks::Inside => resolve,
+            },
         })
     }
 
@@ -50,13 +63,26 @@ impl Beneath {
         } else {
             OFlags::CLOEXEC | OFlags::NOCTTY
         };
-        Ok(rustix::fs::openat2(
+        rustix::fs::openat2(
             &self.fd,
             rel.as_std_path(),
             flags | extra,
             Mode::empty(),
-            BENEATH,
-        )?)
+            self.resolve,
+        )
+        .map_err(|e| match e {
+            rustix::io::Errno::XDEV => io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                "a symlink or `..` reaching out of the directory",
+            ),
+            rustix::io::Errno::LOOP if self.resolve.contains(ResolveFlags::NO_SYMLINKS) => {
+                io::Error::new(
+                    io::ErrorKind::PermissionDenied,
+                    "a symlink, which is not followed here",
+                )
+            }
+            e => e.into(),
+        })
     }
 
     /// Directory `rel` as a handle to resolve paths in (`O_PATH`).
@@ -68,6 +94,11 @@ impl Beneath {
     /// Whether `rel` is a directory beneath the root.
     pub(crate) fn is_dir(&self, rel: &Utf8Path) -> bool {
         self.at(rel, OFlags::PATH | OFlags::DIRECTORY).is_ok()
+    }
+
+    /// The directory, as named in messages.
+    pub(crate) fn path(&self) -> &Utf8Path {
+        &self.dir
     }
 
     /// Regular file `rel`, opened for reading; `None` when it is missing.
