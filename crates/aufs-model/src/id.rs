@@ -7,6 +7,11 @@ use std::str::FromStr;
 /// suffix that atomic removal appends to a layer's directories.
 pub const MAX_ID_LEN: usize = 246;
 
+/// The suffix of a directory being removed (Docker's `<dir>-removing`),
+/// which every start deletes: no id may end with it, or its own layer would
+/// be taken for a removal.
+pub const REMOVING_SUFFIX: &str = "-removing";
+
 /// Why a string is not a valid layer id.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum IdError {
@@ -22,6 +27,13 @@ pub enum IdError {
     /// NUL cannot appear in a path.
     #[error("invalid layer id {0:?}: contains NUL")]
     Nul(String),
+    /// A control character (newline, escape, ...) would forge lines and
+    /// terminal output wherever the id is printed.
+    #[error("invalid layer id {0:?}: contains a control character")]
+    Control(String),
+    /// Ends in [`REMOVING_SUFFIX`], the name of a removal in progress.
+    #[error("invalid layer id {0:?}: ends in `-removing`, the suffix of layers being removed")]
+    Removing(String),
     /// Longer than [`MAX_ID_LEN`] bytes.
     #[error("invalid layer id {id:?}: {len} bytes, at most {max} allowed", max = MAX_ID_LEN)]
     TooLong {
@@ -32,7 +44,8 @@ pub enum IdError {
     },
 }
 
-/// A validated layer id: 1 to 246 bytes, not `.`/`..`, no `/` or NUL.
+/// A validated layer id: 1 to 246 bytes, not `.`/`..`, no `/` or control
+/// character (NUL included), not ending in `-removing`.
 ///
 /// Real Docker ids (`<64 hex>` or `<64 hex>-init`) are valid, but any other
 /// name obeying the rules is too, as the Go driver accepts them.
@@ -71,6 +84,12 @@ pub fn validate(s: &str) -> Result<(), IdError> {
     }
     if s.contains('\0') {
         return Err(IdError::Nul(s.replace('\0', "\\0")));
+    }
+    if s.chars().any(char::is_control) {
+        return Err(IdError::Control(s.to_owned()));
+    }
+    if s.ends_with(REMOVING_SUFFIX) {
+        return Err(IdError::Removing(s.to_owned()));
     }
     if s.len() > MAX_ID_LEN {
         let mut cut = 32;
@@ -139,6 +158,21 @@ mod tests {
         assert!(matches!(LayerId::new(".."), Err(IdError::Dot(_))));
         assert!(matches!(LayerId::new("a/b"), Err(IdError::Slash(_))));
         assert!(matches!(LayerId::new("a\0b"), Err(IdError::Nul(_))));
+        for forged in ["a\nb -", "a\rb", "\u{1b}[2J", "a\u{7f}", "a\u{85}"] {
+            assert!(
+                matches!(LayerId::new(forged), Err(IdError::Control(_))),
+                "{forged:?}"
+            );
+        }
+        assert!(matches!(
+            LayerId::new("base-removing"),
+            Err(IdError::Removing(_))
+        ));
+        assert!(matches!(
+            LayerId::new("-removing"),
+            Err(IdError::Removing(_))
+        ));
+        assert!(LayerId::new("base-removing-not").is_ok());
         let e = LayerId::new("x".repeat(247)).unwrap_err();
         assert!(matches!(e, IdError::TooLong { len: 247, .. }));
         assert!(e.to_string().contains("247 bytes"));
@@ -155,7 +189,8 @@ mod tests {
         #[test]
         fn valid_iff_rules_hold(s in "\\PC{0,260}") {
             let ok = !s.is_empty() && s != "." && s != ".." && !s.contains('/')
-                && !s.contains('\0') && s.len() <= MAX_ID_LEN;
+                && !s.chars().any(char::is_control) && !s.ends_with(REMOVING_SUFFIX)
+                && s.len() <= MAX_ID_LEN;
             prop_assert_eq!(LayerId::new(s.clone()).is_ok(), ok);
         }
     }

@@ -19,6 +19,6 @@ pub mod union_model;
 pub mod whiteout;
 
 pub use branch::{MountPlan, MountPlanError, MountPlanOptions};
-pub use id::{IdError, LayerId};
+pub use id::{IdError, LayerId, REMOVING_SUFFIX};
 pub use idmap::{IdMap, IdMappings, UnmappedId};
 pub use layers_file::{LayersFileError, ParentChain};
