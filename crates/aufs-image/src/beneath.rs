@@ -91,11 +91,6 @@ impl Beneath {
             .map_err(|e| io_err(self.dir.join(rel), "opening", e))
     }
 
-    /// Whether `rel` is a directory beneath the root.
-    pub(crate) fn is_dir(&self, rel: &Utf8Path) -> bool {
-        self.at(rel, OFlags::PATH | OFlags::DIRECTORY).is_ok()
-    }
-
     /// The directory, as named in messages.
     pub(crate) fn path(&self) -> &Utf8Path {
         &self.dir

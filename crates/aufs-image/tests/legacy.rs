@@ -69,7 +69,18 @@ fn a_docker_install_is_read_in_place_and_exported_with_its_original_bytes() {
     assert!(err.to_string().contains("app/run"), "{err}");
     assert!(!s.dir.join("changed.tar").exists());
     // Not a Docker install.
-    assert!(DockerRoot::open(&s.dir.join("aufs")).is_err());
+    let err = DockerRoot::open(&s.dir.join("aufs")).unwrap_err();
+    assert!(err.to_string().contains("no image/aufs"), "{err}");
+    // One whose image/aufs is a symlink is refused as such.
+    let linked = s.dir.join("linked");
+    std::fs::create_dir_all(linked.join("image")).unwrap();
+    std::os::unix::fs::symlink(docker.join("image/aufs"), linked.join("image/aufs")).unwrap();
+    let err = DockerRoot::open(&linked).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("a symlink, which is not followed here"),
+        "{err}"
+    );
 }
 
 /// The error of `f`, which must fail, promptly; its message may not hold

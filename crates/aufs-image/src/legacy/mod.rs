@@ -5,7 +5,8 @@
 //! layer store's own tar-split metadata and the `aufs/diff` dirs.
 //!
 //! The install is read as untrusted input: nothing beneath it is opened
-//! through a symlink ([`crate::beneath`]), metadata reads are capped, a layer's
+//! through a symlink ([`crate::beneath`]; in a layer's diff dir, through
+//! none that leaves the layer), metadata reads are capped, a layer's
 //! bytes are exported only when every file matches its tar-split record
 //! (size and CRC-64), and every id and name is checked ([`names`]) before
 //! it is returned to be printed.
@@ -59,11 +60,15 @@ impl DockerRoot {
     /// The install at `dir`; it must have `image/aufs`.
     pub fn open(dir: &Utf8Path) -> Result<Self> {
         let root = Beneath::open(dir, Symlinks::Refused)?;
-        if !root.is_dir(Utf8Path::new("image/aufs")) {
-            return Err(ImageError::UnknownFormat {
-                path: dir.to_owned(),
-                why: "no image/aufs: not a Docker install that used the aufs driver".into(),
-            });
+        match root.dir(Utf8Path::new("image/aufs")) {
+            Ok(_) => {}
+            Err(ImageError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+                return Err(ImageError::UnknownFormat {
+                    path: dir.to_owned(),
+                    why: "no image/aufs: not a Docker install that used the aufs driver".into(),
+                })
+            }
+            Err(e) => return Err(e),
         }
         Ok(Self {
             dir: dir.to_owned(),
