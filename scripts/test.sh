@@ -22,3 +22,7 @@ command -v pjdfstest >/dev/null || cargo install pjdfstest --locked || echo "pjd
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --all-features -- -D warnings
 cargo test --workspace --all-features
+
+# Coverage-guided fuzzing, a short fixed run of every target; fails loudly
+# when there is no nightly toolchain to build them with.
+./scripts/fuzz.sh 15

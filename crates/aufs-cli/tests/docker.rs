@@ -148,22 +148,31 @@ fn docker_save_imports_and_docker_load_takes_the_export() {
     assert_eq!(again.trim(), layers.trim());
 
     // The daemon's own image metadata and tar-split records, read by
-    // `aufsctl legacy` as a Docker install: its overlay2 store is laid out
-    // as image/aufs and aufs/diff would be (symlinks), so the records moby
-    // wrote are what the export replays.
+    // `aufsctl legacy` as a Docker install: its overlay2 store is copied
+    // where image/aufs and aufs/diff would be (copies, not symlinks: legacy
+    // follows no symlink beneath a Docker root), so the records moby wrote
+    // are what the export replays.
     d.ok(&["tag", id, "aufs-test:again"]);
     let data = t.join("root");
     let fake = t.join("fake-docker");
     std::fs::create_dir_all(fake.join("aufs/diff")).unwrap();
     std::fs::create_dir_all(fake.join("image")).unwrap();
-    std::os::unix::fs::symlink(data.join("image/overlay2"), fake.join("image/aufs")).unwrap();
+    let copy = |from: &Path, to: &Path| {
+        assert!(Command::new("cp")
+            .arg("-a")
+            .arg(from)
+            .arg(to)
+            .status()
+            .unwrap()
+            .success());
+    };
+    copy(&data.join("image/overlay2"), &fake.join("image/aufs"));
     for layer in std::fs::read_dir(data.join("image/overlay2/layerdb/sha256")).unwrap() {
         let cache = std::fs::read_to_string(layer.unwrap().path().join("cache-id")).unwrap();
-        std::os::unix::fs::symlink(
-            data.join("overlay2").join(cache.trim()).join("diff"),
-            fake.join("aufs/diff").join(cache.trim()),
-        )
-        .unwrap();
+        copy(
+            &data.join("overlay2").join(cache.trim()).join("diff"),
+            &fake.join("aufs/diff").join(cache.trim()),
+        );
     }
     let images = c.ok(&["legacy", "images", "--docker-root", fake.to_str().unwrap()]);
     let hex = id.trim_start_matches("sha256:");

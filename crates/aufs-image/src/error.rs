@@ -45,6 +45,18 @@ pub enum ImageError {
         /// The digest of the content.
         actual: String,
     },
+    /// Content of a Docker install is not what its digest says. What it
+    /// hashes to instead is not told: the digest of bytes that may not be
+    /// exported would tell something about them.
+    #[error("{path}: {what}: does not match its digest {expected}")]
+    Unverified {
+        /// The install.
+        path: Utf8PathBuf,
+        /// Which part (config, layer N).
+        what: String,
+        /// The digest it should have.
+        expected: String,
+    },
     /// The layer store refused an operation.
     #[error("layer {id}: {source}")]
     Driver {

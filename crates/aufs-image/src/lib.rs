@@ -13,11 +13,13 @@
 //! layout, each layer's tar the driver's diff against its parent (the
 //! original bytes of an imported layer, so the chain ids come out the same).
 
+mod beneath;
 mod chain;
 mod error;
 mod export;
 mod import;
 mod legacy;
+mod readers;
 mod source;
 mod tar_split_json;
 
@@ -26,3 +28,35 @@ pub use error::{ImageError, Result};
 pub use export::{export, ExportFormat, ExportReport};
 pub use import::{import, ImportReport, Progress};
 pub use legacy::{DockerRoot, LegacyContainer, LegacyImage};
+
+/// Entry points for the fuzz targets under `fuzz/`; not an API.
+#[doc(hidden)]
+pub mod fuzzing {
+    use std::os::fd::OwnedFd;
+
+    /// Runs one metadata parser on `data`: 0 `manifest.json` of `docker
+    /// save`, 1 an OCI `index.json`, 2 an OCI image manifest, anything else
+    /// an image config. Returns whether it was accepted.
+    pub fn image_reader(kind: u8, data: &[u8]) -> bool {
+        match kind {
+            0 => crate::readers::docker_manifest(data).is_ok(),
+            1 => crate::readers::oci_index(data).is_ok(),
+            2 => crate::readers::oci_manifest(data).is_ok(),
+            _ => crate::chain::config_diff_ids(data).is_ok(),
+        }
+    }
+
+    /// Replays upstream tar-split JSON lines (not gzip'd) against the
+    /// layer in `diff_dir` into `out`, with lines of at most `line` bytes
+    /// and `total` bytes in all.
+    pub fn tar_split_replay(
+        lines: &[u8],
+        diff_dir: &OwnedFd,
+        out: &mut Vec<u8>,
+        line: usize,
+        total: u64,
+    ) -> std::io::Result<u64> {
+        let limits = crate::tar_split_json::Limits { line, total };
+        crate::tar_split_json::replay(lines, diff_dir, out, limits)
+    }
+}

@@ -1,6 +1,10 @@
 //! Where an image's files come from: a directory (an OCI layout) or a tar
 //! (a `docker save` tarball, or an OCI layout in a tar), indexed once so
 //! each file can be opened on its own.
+//!
+//! A file is never read past the size its descriptor declares, and in a
+//! directory only regular files inside it are read (a blob that is a FIFO,
+//! a device, or a symlink out of the layout is refused).
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -8,16 +12,15 @@ use std::io::{Read, Seek, SeekFrom};
 
 use camino::{Utf8Path, Utf8PathBuf};
 
+use crate::beneath::{Beneath, Symlinks, MAX_META};
 use crate::error::{ImageError, Result};
 
-/// JSON documents (manifests, configs, indexes) larger than this are refused.
-const MAX_JSON: u64 = 16 << 20;
 /// Symlinks followed inside a tarball before giving up.
 const MAX_LINKS: usize = 8;
 
 /// An image's files by their path in the image.
 pub(crate) enum Source {
-    Dir(Utf8PathBuf),
+    Dir(Beneath),
     Tar {
         path: Utf8PathBuf,
         /// Regular files: data offset and size in the tarball.
@@ -37,7 +40,7 @@ impl Source {
             }
         };
         if path.is_dir() {
-            return Ok(Source::Dir(path.to_owned()));
+            return Ok(Source::Dir(Beneath::open(path, Symlinks::Inside)?));
         }
         let file = File::open(path).map_err(io_err("opening image"))?;
         let mut archive = tar::Archive::new(file);
@@ -77,14 +80,18 @@ impl Source {
 
     pub(crate) fn path(&self) -> &Utf8Path {
         match self {
-            Source::Dir(p) | Source::Tar { path: p, .. } => p,
+            Source::Dir(d) => d.path(),
+            Source::Tar { path: p, .. } => p,
         }
     }
 
-    /// Whether the image has a file `name`.
+    /// Whether the image has a file `name` (in a directory: anything by
+    /// that name, so that what is not a readable file is refused when read).
     pub(crate) fn has(&self, name: &str) -> bool {
         match self {
-            Source::Dir(d) => normalize(name).is_some_and(|n| d.join(n).is_file()),
+            Source::Dir(d) => {
+                normalize(name).is_some_and(|n| !matches!(d.file(Utf8Path::new(&n)), Ok(None)))
+            }
             Source::Tar { .. } => self.locate(name).is_some(),
         }
     }
@@ -103,26 +110,42 @@ impl Source {
         None
     }
 
-    /// File `name` of the image, streamed.
-    pub(crate) fn open_file(&self, name: &str) -> Result<Box<dyn Read + Send>> {
+    /// File `name` of the image, streamed; with `declared`, the size its
+    /// descriptor gives, which the file must have.
+    pub(crate) fn open_file(
+        &self,
+        name: &str,
+        declared: Option<u64>,
+    ) -> Result<Box<dyn Read + Send>> {
         let missing = || ImageError::Malformed {
             path: self.path().to_owned(),
             what: name.to_owned(),
             why: "no such file in the image".into(),
         };
+        let check = |size: u64| match declared {
+            Some(want) if want != size => Err(ImageError::Malformed {
+                path: self.path().to_owned(),
+                what: name.to_owned(),
+                why: format!("{size} bytes, but its descriptor says {want}"),
+            }),
+            _ => Ok(()),
+        };
         match self {
             Source::Dir(d) => {
                 let rel = normalize(name).ok_or_else(missing)?;
-                let p = d.join(rel);
-                let f = File::open(&p).map_err(|source| ImageError::Io {
-                    path: p,
+                let f = d.file(Utf8Path::new(&rel))?.ok_or_else(missing)?;
+                let size = f.metadata().map_err(|source| ImageError::Io {
+                    path: d.path().join(&rel),
                     op: "opening image file",
                     source,
                 })?;
-                Ok(Box::new(f))
+                check(size.len())?;
+                // A regular file may still grow while it is read.
+                Ok(Box::new(f.take(size.len())))
             }
             Source::Tar { path, .. } => {
                 let (offset, size) = self.locate(name).ok_or_else(missing)?;
+                check(size)?;
                 let mut f = File::open(path).map_err(|source| ImageError::Io {
                     path: path.clone(),
                     op: "opening image",
@@ -139,23 +162,28 @@ impl Source {
         }
     }
 
-    /// A small file (JSON) of the image, whole.
-    pub(crate) fn read(&self, name: &str) -> Result<Vec<u8>> {
+    /// A small file (JSON) of the image, whole, at most 16 MiB; with
+    /// `declared` as for [`Self::open_file`].
+    pub(crate) fn read(&self, name: &str, declared: Option<u64>) -> Result<Vec<u8>> {
+        let too_large = || ImageError::Malformed {
+            path: self.path().to_owned(),
+            what: name.to_owned(),
+            why: format!("larger than {MAX_META} bytes"),
+        };
+        if declared.is_some_and(|d| d > MAX_META) {
+            return Err(too_large());
+        }
         let mut data = Vec::new();
-        self.open_file(name)?
-            .take(MAX_JSON + 1)
+        self.open_file(name, declared)?
+            .take(MAX_META + 1)
             .read_to_end(&mut data)
             .map_err(|source| ImageError::Io {
                 path: self.path().join(name),
                 op: "reading image file",
                 source,
             })?;
-        if data.len() as u64 > MAX_JSON {
-            return Err(ImageError::Malformed {
-                path: self.path().to_owned(),
-                what: name.to_owned(),
-                why: format!("larger than {MAX_JSON} bytes"),
-            });
+        if data.len() as u64 > MAX_META {
+            return Err(too_large());
         }
         Ok(data)
     }

@@ -201,6 +201,26 @@ mod tests {
         assert!(c.below(&id("9")).is_none());
     }
 
+    /// Found by the `layers_file` fuzz target: a line `&\r\r` lost one CR
+    /// to the CRLF rule and kept the other as part of the id, which then
+    /// rendered as `&\r\n` and read back as `&`: another layer.
+    #[test]
+    fn every_chain_read_renders_back_to_itself() {
+        for text in ["&\r\r", "a\r\r\nb\n", "a\r\x0b\n"] {
+            match ParentChain::parse("f", text) {
+                Ok(chain) => {
+                    assert_eq!(ParentChain::parse("f", &chain.render()).unwrap(), chain)
+                }
+                Err(e) => assert!(matches!(e, LayersFileError::BadLine { .. }), "{e}"),
+            }
+        }
+        assert!(ParentChain::parse("f", "&\r\r").is_err());
+        assert_eq!(
+            ParentChain::parse("f", "a\r\nb\r\n").unwrap().ids(),
+            &[id("a"), id("b")]
+        );
+    }
+
     fn arb_id() -> impl Strategy<Value = LayerId> {
         "[a-zA-Z0-9_.-]{1,70}"
             .prop_filter("not . or ..", |s| s != "." && s != "..")
