@@ -139,6 +139,11 @@ enum Fs {
     Ours,
     Stacked,
     Overlay,
+    /// Kernel overlayfs with its upper dir on the store's own filesystem,
+    /// emptied between runs: the stacked mount's like for like (its upper
+    /// is the layer's diff dir, which cannot have a fresh filesystem of its
+    /// own, since overlayfs needs the work dir on the upper's mount).
+    OverlayOnStore,
     FuseOverlay,
 }
 
@@ -148,6 +153,7 @@ impl Fs {
             Fs::Ours => "aufs-fuse (aufsctl --backend fuse)",
             Fs::Stacked => "stacked (aufsctl --backend stacked)",
             Fs::Overlay => "kernel overlayfs",
+            Fs::OverlayOnStore => "kernel overlayfs (upper on the store's fs)",
             Fs::FuseOverlay => "fuse-overlayfs",
         }
     }
@@ -160,6 +166,7 @@ impl Fs {
         match self {
             Fs::Ours | Fs::Stacked => root.join("diff/top"),
             Fs::Overlay | Fs::FuseOverlay => root.join("ovl"),
+            Fs::OverlayOnStore => root.join("ovl-store"),
         }
     }
 
@@ -175,7 +182,7 @@ impl Fs {
     fn remount(self, root: &Path, ctl: &Path, depth: usize) -> Result<PathBuf, String> {
         let r = q(root);
         self.unmount(root, ctl);
-        if let Fs::Stacked = self {
+        if let Fs::Stacked | Fs::OverlayOnStore = self {
             drop_ext4(&self.upper(root));
             sh(&format!(
                 "rm -rf {u} && mkdir -p {u} && sync",
@@ -193,16 +200,21 @@ impl Fs {
                 ))?;
                 Ok(root.join("mnt/top"))
             }
-            Fs::Overlay | Fs::FuseOverlay => {
-                let o = root.join("ovl");
+            Fs::Overlay | Fs::FuseOverlay | Fs::OverlayOnStore => {
+                let o = self.upper(root);
+                let rel = if let Fs::OverlayOnStore = self {
+                    "ovl-store"
+                } else {
+                    "ovl"
+                };
                 let lower: Vec<String> = (0..depth).rev().map(|i| format!("l{i}")).collect();
                 let opts = format!(
-                    "lowerdir={},upperdir=../ovl/upper,workdir=../ovl/work",
+                    "lowerdir={},upperdir=../{rel}/upper,workdir=../{rel}/work",
                     lower.join(":")
                 );
                 let cmd = match self {
-                    Fs::Overlay => format!("mount -t overlay overlay -o {opts} ../ovl/m"),
-                    _ => format!("fuse-overlayfs -o {opts} ../ovl/m"),
+                    Fs::FuseOverlay => format!("fuse-overlayfs -o {opts} ../{rel}/m"),
+                    _ => format!("mount -t overlay overlay -o {opts} ../{rel}/m"),
                 };
                 sh(&format!(
                     "mkdir -p {o}/upper {o}/work {o}/m && cd {r}/diff && {cmd}",
@@ -222,7 +234,10 @@ impl Fs {
                 q(root),
                 self.backend()
             )),
-            _ => sh(&format!("umount {} 2>/dev/null", q(&root.join("ovl/m")))),
+            _ => sh(&format!(
+                "umount {} 2>/dev/null",
+                q(&self.upper(root).join("m"))
+            )),
         };
     }
 
@@ -310,31 +325,43 @@ pub fn bench_fuse(
             .into_iter()
             .filter(|(name, _)| only.is_none_or(|w| name.contains(w)));
         for (name, cmd) in selected {
-            let contenders = [Fs::Ours, Fs::Stacked, Fs::Overlay, Fs::FuseOverlay]
-                .into_iter()
-                .map(|fs| {
-                    let (root, ctl, cmd) = (root.clone(), ctl.to_path_buf(), cmd.clone());
-                    let mnt = std::rc::Rc::new(std::cell::RefCell::new(PathBuf::new()));
-                    let m2 = mnt.clone();
-                    let (root2, ctl2) = (root.clone(), ctl.clone());
-                    Contender {
-                        label: fs.label().to_string(),
-                        setup: Box::new(move || {
-                            *m2.borrow_mut() = fs.remount(&root2, &ctl2, depth)?;
-                            Ok(())
-                        }),
-                        run: Box::new(move || {
-                            let r = sh(&format!("cd {} && {cmd}", q(&mnt.borrow())));
-                            if r.is_err() {
-                                fs.unmount(&root, &ctl);
-                            }
-                            r
-                        }),
-                    }
-                })
-                .collect();
+            let contenders = [
+                Fs::Ours,
+                Fs::Stacked,
+                Fs::Overlay,
+                Fs::OverlayOnStore,
+                Fs::FuseOverlay,
+            ]
+            .into_iter()
+            .map(|fs| {
+                let (root, ctl, cmd) = (root.clone(), ctl.to_path_buf(), cmd.clone());
+                let mnt = std::rc::Rc::new(std::cell::RefCell::new(PathBuf::new()));
+                let m2 = mnt.clone();
+                let (root2, ctl2) = (root.clone(), ctl.clone());
+                Contender {
+                    label: fs.label().to_string(),
+                    setup: Box::new(move || {
+                        *m2.borrow_mut() = fs.remount(&root2, &ctl2, depth)?;
+                        Ok(())
+                    }),
+                    run: Box::new(move || {
+                        let r = sh(&format!("cd {} && {cmd}", q(&mnt.borrow())));
+                        if r.is_err() {
+                            fs.unmount(&root, &ctl);
+                        }
+                        r
+                    }),
+                }
+            })
+            .collect();
             let outcome = compare(&format!("{name}, {depth} layers"), runs, true, contenders);
-            for fs in [Fs::Ours, Fs::Stacked, Fs::Overlay, Fs::FuseOverlay] {
+            for fs in [
+                Fs::Ours,
+                Fs::Stacked,
+                Fs::Overlay,
+                Fs::OverlayOnStore,
+                Fs::FuseOverlay,
+            ] {
                 fs.tear_down(&root, ctl);
             }
             outcomes.push(outcome?);
