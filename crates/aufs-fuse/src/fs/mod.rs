@@ -223,6 +223,17 @@ impl UnionFs {
                 );
             }
         }
+        // A read-only view (the lower part of a stacked mount) never makes a
+        // file, so no node number is ever reused for another symlink: the
+        // kernel may keep symlink targets (one READLINK each, not one per
+        // resolution).
+        if self.view.rw_root().is_none()
+            && config
+                .add_capabilities(InitFlags::FUSE_CACHE_SYMLINKS)
+                .is_err()
+        {
+            tracing::info!(storage_driver = "aufs", "kernel lacks FUSE_CACHE_SYMLINKS");
+        }
         // Set-id bits are cleared by us (see `crate::killpriv`), so the
         // kernel stops probing `security.capability` before every write.
         self.killpriv = config
