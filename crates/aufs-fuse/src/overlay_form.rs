@@ -20,12 +20,13 @@
 use aufs_model::whiteout::{
     classify_bytes, whiteout_target_bytes, NameKind, WHITEOUT_OPAQUE_DIR, WHITEOUT_PREFIX,
 };
+use aufs_union::EntryKind;
 use camino::Utf8Path;
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, XattrFlags};
 use std::ffi::OsStr;
 use std::io::{self, BufRead, Write};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::PathBuf;
 
 /// The xattr that marks an opaque directory for overlayfs.
@@ -144,31 +145,24 @@ fn walk_dirs(
     Ok(())
 }
 
-/// The names of `dir` (an open directory), without `.` and `..`.
+/// The names of `dir` (an open directory), without `.` and `..`, with
+/// their types (the union's own listing: one way of reading a directory).
 fn names(dir: BorrowedFd<'_>) -> io::Result<Vec<(Vec<u8>, FileType)>> {
-    let fd = rustix::fs::openat(
-        dir,
-        c".",
-        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-        Mode::empty(),
-    )?;
-    let mut d = rustix::fs::Dir::new(fd)?;
-    let mut out = Vec::new();
-    while let Some(e) = d.read() {
-        let e = e?;
-        let n = e.file_name().to_bytes();
-        if n == b"." || n == b".." {
-            continue;
-        }
-        let ft = match e.file_type() {
-            FileType::Unknown => FileType::from_raw_mode(
-                rustix::fs::statat(dir, n, AtFlags::SYMLINK_NOFOLLOW)?.st_mode,
-            ),
-            ft => ft,
-        };
-        out.push((n.to_vec(), ft));
-    }
-    Ok(out)
+    Ok(aufs_union::list_dir(dir)?
+        .into_iter()
+        .map(|e| {
+            let ft = match e.kind {
+                EntryKind::Dir => FileType::Directory,
+                EntryKind::CharDevice => FileType::CharacterDevice,
+                EntryKind::File => FileType::RegularFile,
+                EntryKind::Symlink => FileType::Symlink,
+                EntryKind::BlockDevice => FileType::BlockDevice,
+                EntryKind::Fifo => FileType::Fifo,
+                EntryKind::Socket => FileType::Socket,
+            };
+            (e.name.into_vec(), ft)
+        })
+        .collect())
 }
 
 /// `/proc/thread-self/fd/N/NAME` (or the descriptor itself): names an

@@ -102,15 +102,20 @@ pub(crate) fn proc_path(fd: BorrowedFd<'_>) -> PathBuf {
 
 /// One name of a directory listing.
 #[derive(Debug)]
-pub(crate) struct Listed {
+pub struct Listed {
+    /// The name.
     pub name: OsString,
+    /// Its type (from the listing, or `statx` where the filesystem does not
+    /// say).
     pub kind: EntryKind,
+    /// Its inode number.
     pub ino: u64,
 }
 
-/// The names of directory `dir` (an `O_PATH` descriptor), without `.` and
-/// `..`.
-pub(crate) fn list(dir: BorrowedFd<'_>) -> io::Result<Vec<Listed>> {
+/// The names of directory `dir` (any descriptor of it, `O_PATH` too),
+/// without `.` and `..`: read through a new descriptor opened from it, so
+/// nothing is resolved by path.
+pub fn list(dir: BorrowedFd<'_>) -> io::Result<Vec<Listed>> {
     let fd = rustix::fs::openat(
         dir,
         c".",

@@ -13,6 +13,7 @@ mod walk;
 mod write;
 mod xino;
 
+pub use beneath::{list as list_dir, Listed};
 pub use branch::Branch;
 pub use entry::{DirEntry, Entry, EntryKind};
 pub use error::{Result, UnionError};
