@@ -15,7 +15,7 @@ use std::collections::VecDeque;
 use std::io;
 use std::sync::mpsc::{Receiver, SyncSender};
 
-use crate::pipe::Chunk;
+use crate::chunk::Chunk;
 use crate::tarsplit::Recorder;
 
 /// Messages in flight to the recording thread.
@@ -25,7 +25,7 @@ const BATCH: usize = 512;
 /// Stream bytes covered by the noted events before they are sent on: the
 /// recording thread holds the blocks until their events arrive, so this
 /// bounds how many it keeps.
-const BATCH_BYTES: usize = crate::pipe::BLOCK_SIZE / 2;
+const BATCH_BYTES: usize = crate::chunk::BLOCK_SIZE / 2;
 
 /// One recorder call, with the stream bytes it covers left out.
 #[derive(Debug)]
