@@ -19,9 +19,9 @@ use crate::born::{creation_mode, Born, Parents};
 use crate::error::{lossy, ArchiveError, Result};
 use crate::fsops::{remove_at, timestamps, Root, Target};
 use crate::pipe::{self, BlockReader};
-use crate::reader::{Entry, Kind, Sparse, TarReader, Time};
+use crate::reader::{Entry, Kind, Sparse, TarEvents, TarReader, Time};
 use crate::recording;
-use crate::tarsplit::{Recorder, TarSplitWriter};
+use crate::tarsplit::TarSplitWriter;
 use crate::walk::read_names;
 
 /// How [`apply_layer`] applies a layer.
@@ -149,7 +149,7 @@ fn apply_from<'m>(
         }
     });
     let result = (|| {
-        let rec: Option<Box<dyn Recorder>> = match &split_tmp {
+        let rec: Option<Box<dyn TarEvents>> = match &split_tmp {
             Some(tmp) => Some(Box::new(TarSplitWriter::create(tmp, opts.sync)?)),
             None => None,
         };
@@ -244,7 +244,7 @@ fn apply_pipelined<'m>(
     staging: &Staging,
     opts: &ApplyOptions,
     pump: impl FnOnce(SyncSender<pipe::Block<'m>>, Receiver<Vec<u8>>) -> pipe::Pumped,
-    rec: Option<Box<dyn Recorder + 'm>>,
+    rec: Option<Box<dyn TarEvents + 'm>>,
     span: &tracing::Span,
     diff_dir: &Utf8Path,
 ) -> Result<ApplyReport> {
@@ -254,7 +254,7 @@ fn apply_pipelined<'m>(
     std::thread::scope(|s| {
         // With metadata to record, a third thread writes it from the events
         // and consumed blocks the applying thread passes on.
-        let (rec, tap): (Option<Box<dyn Recorder + 'm>>, _) = match rec {
+        let (rec, tap): (Option<Box<dyn TarEvents + 'm>>, _) = match rec {
             Some(writer) => {
                 let (tap_tx, tap_rx) = sync_channel(recording::IN_FLIGHT);
                 let (res_tx, res_rx) = sync_channel(1);
@@ -646,7 +646,7 @@ impl<'a, R: BufRead> Applier<'a, R> {
         staging: &'a Staging,
         opts: &'a ApplyOptions,
         input: R,
-        rec: Option<Box<dyn Recorder + 'a>>,
+        rec: Option<Box<dyn TarEvents + 'a>>,
     ) -> Result<Self> {
         let root_owner = if opts.chown {
             Some(opts.id_maps.root_pair().unwrap_or((0, 0)))
@@ -682,12 +682,9 @@ impl<'a, R: BufRead> Applier<'a, R> {
                 .set_times(&timestamps(atime, mtime))
                 .map_err(|e| ArchiveError::entry_io(&rel, "setting directory times", e))?;
         }
-        let crate::reader::Finished {
-            tar_bytes,
-            recorder: rec,
-        } = self.rd.finish()?;
-        if let Some(rec) = rec {
-            rec.finish(tar_bytes).map_err(|e| {
+        let crate::reader::Finished { tar_bytes, events } = self.rd.finish()?;
+        if let Some(events) = events {
+            events.finish(tar_bytes).map_err(|e| {
                 ArchiveError::io(
                     "writing tar-split metadata",
                     self.opts.tar_split.clone().unwrap_or_default(),
