@@ -21,6 +21,7 @@ mod apply;
 pub mod bench;
 mod born;
 mod changes;
+mod chunk;
 mod compress;
 mod crc64;
 mod error;

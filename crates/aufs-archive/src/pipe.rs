@@ -12,10 +12,9 @@ use std::sync::mpsc::{Receiver, SyncSender, TryRecvError};
 
 use sha2::{Digest as _, Sha256};
 
+use crate::chunk::{Chunk, BLOCK_SIZE};
 use crate::recording::Msg;
 
-/// Bytes handed over at a time.
-pub(crate) const BLOCK_SIZE: usize = 1 << 20;
 /// Blocks in flight between the two threads (at most 48 MiB).
 ///
 /// Hashing runs at ~1.8 GB/s with SHA extensions, slower than the applying
@@ -25,35 +24,6 @@ pub(crate) const BLOCK_SIZE: usize = 1 << 20;
 /// blocks an apply with a digest took 0.26 s where one without took 0.20 s;
 /// with 48, 0.23 s.
 pub(crate) const IN_FLIGHT: usize = 48;
-
-/// A stretch of the layer stream: read into a reusable buffer, or borrowed
-/// from the mapping of an uncompressed input file (no copy at all).
-#[derive(Debug)]
-pub(crate) enum Chunk<'m> {
-    Owned(Vec<u8>),
-    Mapped(&'m [u8]),
-}
-
-impl std::ops::Deref for Chunk<'_> {
-    type Target = [u8];
-
-    fn deref(&self) -> &[u8] {
-        match self {
-            Chunk::Owned(v) => v,
-            Chunk::Mapped(s) => s,
-        }
-    }
-}
-
-impl Chunk<'_> {
-    /// Hands a read buffer back to the reader to be filled again.
-    pub(crate) fn recycle(self, back: &SyncSender<Vec<u8>>) {
-        if let Chunk::Owned(v) = self {
-            // The reader may have finished: a spare block is then not needed.
-            let _ = back.try_send(v);
-        }
-    }
-}
 
 /// A filled block, or the read error that ended the stream.
 pub(crate) type Block<'m> = io::Result<Chunk<'m>>;

@@ -1,7 +1,7 @@
 //! tar-split metadata written on a third thread, off the applying one.
 //!
 //! The applying thread only notes *what* each stretch of the stream is
-//! ([`Deferred`], a [`Recorder`] whose events carry lengths, not bytes) and,
+//! ([`Deferred`], a [`TarEvents`] sink whose events carry lengths, not bytes) and,
 //! once it has consumed a block, passes the block itself on instead of
 //! handing it back to the reader. The recording thread ([`replay`]) lines the
 //! events up with the blocks and feeds the real writer: copying segments,
@@ -15,8 +15,8 @@ use std::collections::VecDeque;
 use std::io;
 use std::sync::mpsc::{Receiver, SyncSender};
 
-use crate::pipe::Chunk;
-use crate::tarsplit::Recorder;
+use crate::chunk::Chunk;
+use crate::reader::TarEvents;
 
 /// Messages in flight to the recording thread.
 pub(crate) const IN_FLIGHT: usize = 8;
@@ -25,9 +25,9 @@ const BATCH: usize = 512;
 /// Stream bytes covered by the noted events before they are sent on: the
 /// recording thread holds the blocks until their events arrive, so this
 /// bounds how many it keeps.
-const BATCH_BYTES: usize = crate::pipe::BLOCK_SIZE / 2;
+const BATCH_BYTES: usize = crate::chunk::BLOCK_SIZE / 2;
 
-/// One recorder call, with the stream bytes it covers left out.
+/// One [`TarEvents`] call, with the stream bytes it covers left out.
 #[derive(Debug)]
 pub(crate) enum Event {
     Segment(usize),
@@ -126,8 +126,8 @@ impl<'m> Deferred<'m> {
     }
 }
 
-impl Recorder for Deferred<'_> {
-    fn segment(&mut self, bytes: &[u8]) -> io::Result<()> {
+impl TarEvents for Deferred<'_> {
+    fn raw(&mut self, bytes: &[u8]) -> io::Result<()> {
         self.note(Event::Segment(bytes.len()))
     }
 
@@ -174,7 +174,7 @@ impl Recorder for Deferred<'_> {
 /// error).
 pub(crate) fn replay(
     rx: Receiver<Msg<'_>>,
-    out: Box<dyn Recorder + '_>,
+    out: Box<dyn TarEvents + '_>,
     back: SyncSender<Vec<u8>>,
     result: SyncSender<io::Result<()>>,
 ) {
@@ -207,7 +207,7 @@ pub(crate) fn replay(
 }
 
 struct Replay<'m> {
-    out: Option<Box<dyn Recorder + 'm>>,
+    out: Option<Box<dyn TarEvents + 'm>>,
     back: SyncSender<Vec<u8>>,
     /// Stream blocks not yet fully replayed; `pos` into the first.
     blocks: VecDeque<Chunk<'m>>,
@@ -221,7 +221,7 @@ struct Replay<'m> {
 }
 
 impl<'m> Replay<'m> {
-    fn out(&mut self) -> &mut (dyn Recorder + 'm) {
+    fn out(&mut self) -> &mut (dyn TarEvents + 'm) {
         self.out
             .as_deref_mut()
             .expect("writer present until finish")
@@ -264,7 +264,7 @@ impl<'m> Replay<'m> {
                 .as_deref_mut()
                 .expect("writer present until finish");
             match content {
-                None => out.segment(slice)?,
+                None => out.raw(slice)?,
                 Some(inline) => out.content(slice, inline)?,
             }
             self.pos += take;
@@ -319,8 +319,8 @@ mod tests {
         }
     }
 
-    impl Recorder for Log {
-        fn segment(&mut self, bytes: &[u8]) -> io::Result<()> {
+    impl TarEvents for Log {
+        fn raw(&mut self, bytes: &[u8]) -> io::Result<()> {
             self.put("seg", bytes);
             Ok(())
         }
@@ -354,18 +354,18 @@ mod tests {
     }
 
     /// Calls `rec` as the parser would over `stream`, with `shadow_id` as the shadow record.
-    fn drive(rec: &mut dyn Recorder, stream: &[u8], shadow_id: u64) -> io::Result<()> {
-        rec.segment(&stream[..512])?;
+    fn drive(rec: &mut dyn TarEvents, stream: &[u8], shadow_id: u64) -> io::Result<()> {
+        rec.raw(&stream[..512])?;
         rec.file_begin(b"a/b", 2000, 2000)?;
         rec.range(0, 1500)?;
         rec.content(&stream[512..1212], false)?;
         rec.content(&stream[1212..2012], false)?;
         rec.content(&stream[2012..2512], true)?;
         rec.file_end()?;
-        rec.segment(&stream[2512..2560])?;
+        rec.raw(&stream[2512..2560])?;
         rec.shadow(shadow_id)?;
         for c in stream[2560..].chunks(512) {
-            rec.segment(c)?;
+            rec.raw(c)?;
         }
         Ok(())
     }

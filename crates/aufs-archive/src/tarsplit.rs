@@ -29,6 +29,7 @@ use rustix::fs::{Mode, OFlags, ResolveFlags};
 
 use crate::crc64::Crc64;
 use crate::error::{lossy, ArchiveError, Result};
+use crate::reader::TarEvents;
 
 const MAGIC: &[u8] = b"AUFSTSPL";
 const VERSION: u8 = 1;
@@ -43,24 +44,6 @@ const T_INLINE: u8 = 4;
 const T_FILE_END: u8 = 5;
 const T_END: u8 = 6;
 const T_SHADOW: u8 = 7;
-
-/// Receives the structure of a tar stream while it is parsed (on the
-/// applying thread, or replayed on the recording one: hence `Send`).
-pub(crate) trait Recorder: Send {
-    /// Bytes of the stream that are not file content.
-    fn segment(&mut self, bytes: &[u8]) -> io::Result<()>;
-    fn file_begin(&mut self, path: &[u8], window: u64, real_size: u64) -> io::Result<()>;
-    fn range(&mut self, offset: u64, len: u64) -> io::Result<()>;
-    /// Content of the open file, in stream order; `inline` when the bytes are
-    /// not reproducible from the diff dir and must be stored verbatim.
-    fn content(&mut self, bytes: &[u8], inline: bool) -> io::Result<()>;
-    /// Ends the open file (its checksum covers every content byte).
-    fn file_end(&mut self) -> io::Result<()>;
-    /// The content of file record `id` now lives in the shadow dir (its path was reused).
-    fn shadow(&mut self, id: u64) -> io::Result<()>;
-    /// Ends the stream; `total` is the number of tar bytes seen.
-    fn finish(self: Box<Self>, total: u64) -> io::Result<()>;
-}
 
 /// Writes the metadata of one layer into a temporary file, renamed into place by [`Self::commit`].
 pub(crate) struct TarSplitWriter {
@@ -127,8 +110,8 @@ impl TarSplitWriter {
     }
 }
 
-impl Recorder for TarSplitWriter {
-    fn segment(&mut self, bytes: &[u8]) -> io::Result<()> {
+impl TarEvents for TarSplitWriter {
+    fn raw(&mut self, bytes: &[u8]) -> io::Result<()> {
         self.seg.extend_from_slice(bytes);
         if self.seg.len() >= SEGMENT_FLUSH {
             self.flush_segment()?;
