@@ -14,6 +14,8 @@
 //!   diffs between two in-process union views ([`UnionView`]) of layer
 //!   stacks, for an ancestor that is not the direct parent; nothing is mounted.
 //!
+//! [`DiskArchive`] is all of this as the driver's `aufs_ports::LayerArchive`.
+//!
 //! All syscalls go through rustix's safe wrappers; the one `unsafe` is the
 //! mapping of an input file in [`apply_layer_file`].
 
@@ -30,6 +32,7 @@ mod mapped;
 mod numeric;
 mod overlay_form;
 mod pipe;
+mod port;
 mod reader;
 mod recording;
 mod seal;
@@ -46,6 +49,7 @@ pub use changes::{changes, Change, ChangeKind};
 pub use compress::{decompress, detect as detect_compression, Compression};
 pub use error::{ArchiveError, Result};
 pub use export::export_diff;
+pub use port::{to_io, DiskArchive};
 pub use size::diff_size;
 pub use tarsplit::{reproduce, verify, TarSplitStore};
 pub use views::{changes_between_views, changes_size_view, export_changes_view};
