@@ -11,7 +11,7 @@
 //! - [`diff_size`]: Docker's `directory.Size`.
 //! - [`reproduce`]/[`TarSplitStore`]: the original tar, byte for byte.
 //! - [`changes_between_views`], [`changes_size_view`], [`export_changes_view`]:
-//!   diffs between two in-process union views ([`UnionView`]) of layer
+//!   diffs between two in-process union views ([`aufs_union::UnionView`]) of layer
 //!   stacks, for an ancestor that is not the direct parent; nothing is mounted.
 //!
 //! [`DiskArchive`] is all of this as the driver's `aufs_ports::LayerArchive`.
@@ -44,7 +44,6 @@ mod walk;
 
 pub use apply::{apply_layer, apply_layer_file, ApplyOptions, ApplyReport};
 pub use aufs_model::{IdMap, IdMappings};
-pub use aufs_union::UnionView;
 pub use changes::{changes, Change, ChangeKind};
 pub use compress::{decompress, detect as detect_compression, Compression};
 pub use error::{ArchiveError, Result};

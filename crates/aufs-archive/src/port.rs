@@ -1,7 +1,8 @@
 //! [`DiskArchive`]: this crate as the driver's [`LayerArchive`] port.
 
-use crate::{ApplyOptions, ArchiveError, Change, TarSplitStore, UnionView};
+use crate::{ApplyOptions, ArchiveError, Change, TarSplitStore};
 use aufs_ports::{Applied, ApplyTarget, LayerArchive};
+use aufs_union::UnionView;
 use camino::{Utf8Path, Utf8PathBuf};
 use std::io::{self, Read, Write};
 

@@ -6,7 +6,7 @@
 //! whole driver is tested against in-memory fakes; the CLI wires in the real
 //! Linux, FUSE and archive adapters. Layer content (`apply_diff`, `diff`,
 //! `changes`, `diff_size`) goes through the
-//! [`LayerArchive`](aufs_ports::LayerArchive) port.
+//! [`aufs_ports::LayerArchive`] port.
 //!
 //! - [`kernel`]: the kernel aufs [`UnionBackend`](aufs_ports::UnionBackend)
 //!   (branch strings, `append:` remounts, dirperm1 probe, unmount retries).
