@@ -502,6 +502,13 @@ pub fn apply_diff_changes_size(rig: &dyn Rig) {
     assert!(matches!(e, DriverError::NotDirectParent { .. }), "{e}");
     let e = d.changes(&id("base"), Some(&id("top"))).unwrap_err();
     assert!(matches!(e, DriverError::NotAnAncestor { .. }), "{e}");
+
+    // Removal takes the exact-bytes record with the layer.
+    let record = rig.root().join("tar-split/copy.tar-split.gz");
+    assert!(rig.path_exists(&record));
+    d.remove(&id("copy")).unwrap();
+    assert!(!rig.path_exists(&record));
+    assert!(!rig.path_exists(&rig.root().join("diff/copy")));
 }
 
 /// Diff, Changes and DiffSize against no parent for a layer that has one:

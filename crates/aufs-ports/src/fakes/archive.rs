@@ -26,6 +26,12 @@ type Tree = BTreeMap<String, Item>;
 /// exact-bytes record is the tarball itself, next to the tarball this
 /// fake exports for the diff dir right after the apply (`<record>.tree`):
 /// the record is given back while the diff dir still exports to that.
+///
+/// Its trees keep directory modes but no times, owners or file modes: a
+/// directory present below is a change only when it is opaque or its mode
+/// differs (between unions), a file when its content differs, and the
+/// parent of an added or deleted entry is listed as changed, as Docker
+/// does.
 #[derive(Debug, Clone)]
 pub struct MemArchive {
     fs: Arc<MemFs>,
