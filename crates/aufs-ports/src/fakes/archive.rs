@@ -445,6 +445,7 @@ impl LayerArchive for MemArchive {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use aufs_model::IdMappings;
 
     #[test]
     fn union_hides_whiteouts_and_opaque_dirs() {
@@ -465,5 +466,61 @@ mod tests {
         let u = a.union(&["/l2".into(), "/l1".into()]).unwrap();
         let keys: Vec<&str> = u.keys().map(String::as_str).collect();
         assert_eq!(keys, ["a", "a/x", "b", "b/z"]);
+    }
+
+    fn tar_of(entries: &[(&str, tar::EntryType, &[u8])]) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        for (p, t, data) in entries {
+            let mut h = tar::Header::new_gnu();
+            h.set_entry_type(*t);
+            h.set_mode(0o644);
+            h.set_size(data.len() as u64);
+            if *t == tar::EntryType::Symlink {
+                h.set_link_name("x").unwrap();
+            }
+            h.as_gnu_mut().unwrap().name[..p.len()].copy_from_slice(p.as_bytes());
+            h.set_cksum();
+            b.append(&h, *data).unwrap();
+        }
+        b.into_inner().unwrap()
+    }
+
+    #[test]
+    fn refused_entries_change_nothing_and_records_follow_the_diff_dir() {
+        let fs = Arc::new(MemFs::new());
+        fs.create_dir_all(Utf8Path::new("/r/diff/l"), 0o755, None)
+            .unwrap();
+        fs.write_replace(Utf8Path::new("/r/diff/l/keep"), b"k")
+            .unwrap();
+        let a = MemArchive::new(fs.clone());
+        let maps = IdMappings::default();
+        let target = ApplyTarget {
+            diff: Utf8Path::new("/r/diff/l"),
+            record: Utf8Path::new("/r/rec"),
+            staging: Utf8Path::new("/r/staging/l"),
+            id_maps: &maps,
+            chown: false,
+        };
+        for evil in [
+            tar_of(&[("../escape", tar::EntryType::Regular, b"x")]),
+            tar_of(&[("link", tar::EntryType::Symlink, b"")]),
+        ] {
+            let e = a.apply(&target, &mut evil.as_slice()).unwrap_err();
+            assert_eq!(e.kind(), io::ErrorKind::InvalidInput, "{e}");
+            assert_eq!(a.tree(target.diff).unwrap().len(), 1);
+        }
+        let good = tar_of(&[("f", tar::EntryType::Regular, b"abc")]);
+        let applied = a.apply(&target, &mut good.as_slice()).unwrap();
+        assert_eq!(applied.size, 4);
+        let mut out = Vec::new();
+        a.export(target.diff, target.record, &mut out).unwrap();
+        assert_eq!(out, good, "unchanged: the applied bytes");
+        fs.write_replace(Utf8Path::new("/r/diff/l/keep"), b"changed")
+            .unwrap();
+        let mut out = Vec::new();
+        a.export(target.diff, target.record, &mut out).unwrap();
+        assert_ne!(out, good, "changed: the diff dir");
+        let names: Vec<String> = parse(&out).unwrap().into_iter().map(|e| e.0).collect();
+        assert_eq!(names, ["f", "keep"]);
     }
 }
