@@ -199,7 +199,7 @@ impl Driver {
             claims: Mutex::default(),
         };
         if let Err(e) = driver.recover() {
-            tracing::warn!(storage_driver = "aufs", error = %e, "recovery left something behind; the next start tries again");
+            tracing::warn!(storage_driver = "aufs", error = %e.full_message(), "recovery left something behind; the next start tries again");
         }
         tracing::debug!(storage_driver = "aufs", root = %driver.layout.root(), backend = %kind, "driver ready");
         Ok(driver)
@@ -410,9 +410,9 @@ impl Driver {
                 }
             }
             if let Err(e) = self.clear_incomplete(id) {
-                tracing::warn!(storage_driver = "aufs", %id, error = %e, "a failed create stays incomplete; the next start removes it");
+                tracing::warn!(storage_driver = "aufs", %id, error = %e.full_message(), "a failed create stays incomplete; the next start removes it");
             }
-            tracing::debug!(storage_driver = "aufs", %id, error = %e, "create failed");
+            tracing::debug!(storage_driver = "aufs", %id, error = %e.full_message(), "create failed");
         } else {
             tracing::debug!(storage_driver = "aufs", %id, parent = ?parent.map(|p| p.as_str()), "created layer");
         }
@@ -478,7 +478,7 @@ impl Driver {
         }
 
         if let Err(e) = self.unmount_if_mounted(&mountpoint) {
-            tracing::warn!(storage_driver = "aufs", method = "Remove()", %id, error = %e);
+            tracing::warn!(storage_driver = "aufs", method = "Remove()", %id, error = %e.full_message());
             return Err(e);
         }
         self.mark_incomplete(id)?;
@@ -671,7 +671,7 @@ impl Driver {
         }
         let r = self.unmount_if_mounted(&m);
         if let Err(e) = &r {
-            tracing::warn!(storage_driver = "aufs", method = "Put()", %id, error = %e);
+            tracing::warn!(storage_driver = "aufs", method = "Put()", %id, error = %e.full_message());
         }
         r
     }
@@ -694,7 +694,7 @@ impl Driver {
         for e in entries.into_iter().filter(|e| e.kind == FileKind::Dir) {
             let m = mnt.join(&e.name);
             if let Err(err) = self.unmount_if_mounted(&m) {
-                tracing::warn!(storage_driver = "aufs", method = "Cleanup()", error = %err);
+                tracing::warn!(storage_driver = "aufs", method = "Cleanup()", error = %err.full_message());
             }
         }
         self.ports

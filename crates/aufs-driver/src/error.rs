@@ -129,6 +129,23 @@ impl DriverError {
         move |source| DriverError::Io { op, path, source }
     }
 
+    /// The message followed by its causes, `: `-separated, each cause left
+    /// out when the text so far already holds it (for logs and one-line
+    /// reports).
+    pub fn full_message(&self) -> String {
+        let mut s = self.to_string();
+        let mut src = std::error::Error::source(self);
+        while let Some(cause) = src {
+            let text = cause.to_string();
+            if !s.contains(&text) {
+                s.push_str(": ");
+                s.push_str(&text);
+            }
+            src = cause.source();
+        }
+        s
+    }
+
     /// The OS error number behind this error, if any.
     pub fn raw_os_error(&self) -> Option<i32> {
         match self {
@@ -150,3 +167,31 @@ fn join_ids(ids: &[LayerId]) -> String {
 
 /// Shorthand.
 pub type Result<T, E = DriverError> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::error::Error as _;
+
+    #[test]
+    fn a_cause_is_in_the_source_not_in_the_message() {
+        let id = LayerId::new("l").unwrap();
+        let e = DriverError::Archive {
+            id: id.clone(),
+            op: "apply",
+            source: io::Error::other("bad entry ../x"),
+        };
+        assert_eq!(e.to_string(), "layer l: apply failed");
+        assert_eq!(e.source().unwrap().to_string(), "bad entry ../x");
+        assert_eq!(e.full_message(), "layer l: apply failed: bad entry ../x");
+        let e = DriverError::io("read", "/r/layers/l")(io::Error::from_raw_os_error(libc::EIO));
+        assert_eq!(e.to_string(), "read /r/layers/l");
+        assert_eq!(e.raw_os_error(), Some(libc::EIO));
+        let e = DriverError::HasChildren {
+            id,
+            children: vec![LayerId::new("a").unwrap(), LayerId::new("b").unwrap()],
+        };
+        assert_eq!(e.to_string(), "layer l has child layers: a, b");
+        assert!(e.source().is_none());
+    }
+}

@@ -103,7 +103,7 @@ impl Driver {
         let mut first_err = None;
         let mut note = |r: Result<()>| {
             if let Err(e) = r {
-                tracing::warn!(storage_driver = "aufs", error = %e, "recovery step failed");
+                tracing::warn!(storage_driver = "aufs", error = %e.full_message(), "recovery step failed");
                 first_err.get_or_insert(e);
             }
         };
