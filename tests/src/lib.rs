@@ -54,7 +54,8 @@ macro_rules! driver_suite {
             remove_with_children_refused, remove_missing_is_not_found,
             get_missing_is_not_found, is_parent, list_layers,
             racing_creates_exactly_one_wins, hammer_get_put_remove,
-            deep_chain_mounts_every_parent,
+            deep_chain_mounts_every_parent, apply_diff_changes_size,
+            diff_against_another_ancestor,
         );
     };
 }

@@ -1,4 +1,5 @@
-//! The cases: moby's `aufs_test.go` cases that need no file content, plus
+//! The cases: moby's `aufs_test.go` cases, layer content (apply, diff,
+//! changes, size) as Docker computes it, plus
 //! reference counting, refusals and concurrency.
 
 use crate::Rig;
@@ -381,4 +382,164 @@ pub fn deep_chain_mounts_every_parent(rig: &dyn Rig) {
     assert!(rig.is_mounted(&m));
     d.put(&top).unwrap();
     assert!(!rig.is_mounted(&m));
+}
+
+/// A tarball of `entries`: a path ending in `/` is a directory, anything
+/// else a file with the given content; fixed times and owners.
+fn tarball(entries: &[(&str, &str)]) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    for (path, data) in entries {
+        let mut h = tar::Header::new_gnu();
+        h.set_mtime(1_600_000_000);
+        h.set_uid(0);
+        h.set_gid(0);
+        if path.ends_with('/') {
+            h.set_entry_type(tar::EntryType::Directory);
+            h.set_mode(0o755);
+            h.set_size(0);
+        } else {
+            h.set_entry_type(tar::EntryType::Regular);
+            h.set_mode(0o644);
+            h.set_size(data.len() as u64);
+        }
+        b.append_data(&mut h, path, data.as_bytes()).unwrap();
+    }
+    b.into_inner().unwrap()
+}
+
+fn listed(changes: &[aufs_driver::Change]) -> Vec<String> {
+    changes.iter().map(ToString::to_string).collect()
+}
+
+/// The base layer and, on it, one with a changed file, an added file, a
+/// new directory, a whiteout and an opaque directory.
+fn two_applied_layers(d: &aufs_driver::Driver) -> Vec<u8> {
+    d.create(&id("base"), None, &opts()).unwrap();
+    let base = tarball(&[
+        ("etc/", ""),
+        ("etc/passwd", "root\n"),
+        ("etc/hosts", "h\n"),
+        ("opt/", ""),
+        ("opt/old", "old"),
+        ("var/", ""),
+        ("var/log", "x"),
+    ]);
+    let applied = d.apply_diff(&id("base"), None, base.as_slice()).unwrap();
+    assert_eq!(applied.size, 5 + 2 + 3 + 1);
+    d.create(&id("top"), Some(&id("base")), &opts()).unwrap();
+    let top = tarball(&[
+        ("etc/", ""),
+        ("etc/passwd", "root\nuser\n"),
+        ("etc/new", "n"),
+        (".wh.var", ""),
+        ("opt/", ""),
+        ("opt/.wh..wh..opq", ""),
+        ("opt/fresh", "f"),
+        ("bin/", ""),
+        ("bin/sh", "#!"),
+    ]);
+    let applied = d
+        .apply_diff(&id("top"), Some(&id("base")), top.as_slice())
+        .unwrap();
+    assert_eq!(
+        applied.size,
+        10 + 1 + 1 + 2,
+        "whiteouts count as empty files"
+    );
+    assert!(applied.diff_id.is_some_and(|s| s.starts_with("sha256:")));
+    top
+}
+
+/// ApplyDiff, Diff, Changes and DiffSize against the direct parent: the
+/// diff of an unchanged layer is the applied tarball byte for byte, and
+/// it applies to the same tree.
+pub fn apply_diff_changes_size(rig: &dyn Rig) {
+    let d = rig.driver();
+    let top = two_applied_layers(&d);
+    let want = [
+        "A /bin",
+        "A /bin/sh",
+        "C /etc",
+        "A /etc/new",
+        "C /etc/passwd",
+        "C /opt",
+        "A /opt/fresh",
+        "D /var",
+    ];
+    let changes = d.changes(&id("top"), Some(&id("base"))).unwrap();
+    assert_eq!(listed(&changes), want);
+    assert_eq!(d.diff_size(&id("top"), Some(&id("base"))).unwrap(), 14);
+
+    let mut out = Vec::new();
+    let n = d.diff(&id("top"), Some(&id("base")), &mut out).unwrap();
+    assert_eq!(n, out.len() as u64);
+    assert!(out == top, "the diff of an unchanged layer is its tarball");
+
+    d.create(&id("copy"), Some(&id("base")), &opts()).unwrap();
+    d.apply_diff(&id("copy"), Some(&id("base")), out.as_slice())
+        .unwrap();
+    let again = d.changes(&id("copy"), Some(&id("base"))).unwrap();
+    assert_eq!(listed(&again), want);
+    assert_eq!(d.diff_size(&id("copy"), Some(&id("base"))).unwrap(), 14);
+
+    // The same while the union is mounted (a stacked mount has the diff
+    // dir in overlay form meanwhile).
+    d.get(&id("top"), "").unwrap();
+    let mounted = d.changes(&id("top"), Some(&id("base")));
+    let size = d.diff_size(&id("top"), Some(&id("base")));
+    let e = d.apply_diff(&id("top"), None, top.as_slice()).unwrap_err();
+    d.put(&id("top")).unwrap();
+    assert_eq!(listed(&mounted.unwrap()), want);
+    assert_eq!(size.unwrap(), 14);
+    assert!(
+        matches!(e, DriverError::Mounted(ref x) if *x == id("top")),
+        "{e}"
+    );
+
+    let e = d
+        .apply_diff(&id("top"), Some(&id("top")), top.as_slice())
+        .unwrap_err();
+    assert!(matches!(e, DriverError::NotDirectParent { .. }), "{e}");
+    let e = d.changes(&id("base"), Some(&id("top"))).unwrap_err();
+    assert!(matches!(e, DriverError::NotAnAncestor { .. }), "{e}");
+
+    // Removal takes the exact-bytes record with the layer.
+    let record = rig.root().join("tar-split/copy.tar-split.gz");
+    assert!(rig.path_exists(&record));
+    d.remove(&id("copy")).unwrap();
+    assert!(!rig.path_exists(&record));
+    assert!(!rig.path_exists(&rig.root().join("diff/copy")));
+}
+
+/// Diff, Changes and DiffSize against no parent for a layer that has one:
+/// the whole union as computed changes (moby's `NaiveDiffDriver`), read
+/// without mounting; that diff applies to a layer of its own with the
+/// same tree.
+pub fn diff_against_another_ancestor(rig: &dyn Rig) {
+    let d = rig.driver();
+    two_applied_layers(&d);
+    let want = [
+        "A /bin",
+        "A /bin/sh",
+        "A /etc",
+        "A /etc/hosts",
+        "A /etc/new",
+        "A /etc/passwd",
+        "A /opt",
+        "A /opt/fresh",
+    ];
+    let changes = d.changes(&id("top"), None).unwrap();
+    assert_eq!(listed(&changes), want);
+    assert_eq!(d.diff_size(&id("top"), None).unwrap(), 2 + 2 + 1 + 10 + 1);
+    let mut out = Vec::new();
+    d.diff(&id("top"), None, &mut out).unwrap();
+
+    d.create(&id("flat"), None, &opts()).unwrap();
+    let applied = d.apply_diff(&id("flat"), None, out.as_slice()).unwrap();
+    assert_eq!(applied.size, 16);
+    assert_eq!(listed(&d.changes(&id("flat"), None).unwrap()), want);
+
+    // Against the base: what top changed, as the two unions differ.
+    let changes = d.changes(&id("top"), Some(&id("base"))).unwrap();
+    assert!(listed(&changes).contains(&"D /var".to_owned()));
 }

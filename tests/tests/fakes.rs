@@ -34,6 +34,7 @@ impl Rig for KernelFakes {
     }
     fn ports(&self) -> Ports {
         Ports {
+            archive: Arc::new(aufs_ports::fakes::MemArchive::new(self.fs.clone())),
             fs: self.fs.clone(),
             host: self.host.clone(),
             backend: Arc::new(KernelAufs::new(
@@ -69,6 +70,7 @@ impl Rig for FuseFakes {
     }
     fn ports(&self) -> Ports {
         Ports {
+            archive: Arc::new(aufs_ports::fakes::MemArchive::new(self.fs.clone())),
             fs: self.fs.clone(),
             host: Arc::new(FakeHost::default()),
             backend: self.backend.clone(),

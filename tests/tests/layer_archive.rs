@@ -32,6 +32,7 @@ fn open_with(config: DriverConfig, backend: Arc<FakeUnionBackend>) -> Driver {
     Driver::init(
         config,
         Ports {
+            archive: Arc::new(aufs_archive::DiskArchive),
             fs: Arc::new(LinuxFilesystem::new()),
             host: Arc::new(LinuxHost::new()),
             backend,
@@ -331,7 +332,10 @@ fn refusals_name_their_cause_and_change_nothing() {
     let e =
         f.d.apply_diff(&id("c"), None.or(Some(&id("b"))), &evil[..])
             .unwrap_err();
-    assert!(e.to_string().contains("escape.txt"), "{e}");
+    // The cause names it, and only the cause: the message does not repeat it.
+    let cause = std::error::Error::source(&e).expect("a cause").to_string();
+    assert!(cause.contains("escape.txt"), "{e}: {cause}");
+    assert!(!e.to_string().contains("escape.txt"), "{e}");
     assert_eq!(
         std::fs::read_to_string(f.diff("c").join("keep")).unwrap(),
         "k"

@@ -119,6 +119,7 @@ impl Rig for KernelAufsReal {
         let fs = Arc::new(LinuxFilesystem::new());
         let host = Arc::new(LinuxHost::new());
         Ports {
+            archive: Arc::new(aufs_archive::DiskArchive),
             fs: fs.clone(),
             host: host.clone(),
             backend: Arc::new(KernelAufs::new(

@@ -1,6 +1,5 @@
 //! What a layer changed against its parents (Docker's `archive.Changes` for aufs).
 
-use std::fmt;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 use aufs_model::whiteout::{
@@ -13,53 +12,7 @@ use crate::error::{lossy, ArchiveError, Result};
 use crate::overlay_form;
 use crate::walk::{open_dir, read_names};
 
-/// The kind of a change, ordered as Docker's constants (Modify, Add, Delete).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum ChangeKind {
-    /// `C`: the entry existed below and differs.
-    Modify,
-    /// `A`: the entry is new.
-    Add,
-    /// `D`: the entry was deleted (a whiteout).
-    Delete,
-}
-
-impl fmt::Display for ChangeKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            ChangeKind::Modify => "C",
-            ChangeKind::Add => "A",
-            ChangeKind::Delete => "D",
-        })
-    }
-}
-
-/// One changed path, as `docker diff` prints it.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct Change {
-    /// Absolute path in the union (`/etc/passwd`), lossy UTF-8.
-    pub path: String,
-    /// The exact path bytes (names need not be UTF-8).
-    pub raw_path: Vec<u8>,
-    /// What happened to it.
-    pub kind: ChangeKind,
-}
-
-impl fmt::Display for Change {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} {}", self.kind, self.path)
-    }
-}
-
-impl Change {
-    pub(crate) fn new(raw_path: Vec<u8>, kind: ChangeKind) -> Self {
-        Self {
-            path: lossy(&raw_path),
-            raw_path,
-            kind,
-        }
-    }
-}
+pub use aufs_model::{Change, ChangeKind};
 
 /// Changes of the layer whose diff dir is `upper` against the union of
 /// `lowers` (diff dirs of its parents, nearest first).

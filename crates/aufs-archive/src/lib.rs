@@ -11,8 +11,10 @@
 //! - [`diff_size`]: Docker's `directory.Size`.
 //! - [`reproduce`]/[`TarSplitStore`]: the original tar, byte for byte.
 //! - [`changes_between_views`], [`changes_size_view`], [`export_changes_view`]:
-//!   diffs between two in-process union views ([`UnionView`]) of layer
+//!   diffs between two in-process union views ([`aufs_union::UnionView`]) of layer
 //!   stacks, for an ancestor that is not the direct parent; nothing is mounted.
+//!
+//! [`DiskArchive`] is all of this as the driver's `aufs_ports::LayerArchive`.
 //!
 //! All syscalls go through rustix's safe wrappers; the one `unsafe` is the
 //! mapping of an input file in [`apply_layer_file`].
@@ -31,6 +33,7 @@ mod mapped;
 mod numeric;
 mod overlay_form;
 mod pipe;
+mod port;
 mod reader;
 mod recording;
 mod seal;
@@ -42,11 +45,11 @@ mod walk;
 
 pub use apply::{apply_layer, apply_layer_file, ApplyOptions, ApplyReport};
 pub use aufs_model::{IdMap, IdMappings};
-pub use aufs_union::UnionView;
 pub use changes::{changes, Change, ChangeKind};
 pub use compress::{decompress, detect as detect_compression, Compression};
 pub use error::{ArchiveError, Result};
 pub use export::export_diff;
+pub use port::{to_io, DiskArchive};
 pub use size::diff_size;
 pub use tarsplit::{reproduce, verify, TarSplitStore};
 pub use views::{changes_between_views, changes_size_view, export_changes_view};

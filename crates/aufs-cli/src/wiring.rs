@@ -2,6 +2,7 @@
 
 use crate::cli::{Backend, Cli, Command};
 use crate::Failure;
+use aufs_archive::DiskArchive;
 use aufs_driver::kernel::KernelAufs;
 use aufs_driver::support::{self, BackendChoice};
 use aufs_driver::{Driver, DriverConfig, Ports, RefStore};
@@ -63,6 +64,7 @@ pub fn open_driver(cli: &Cli) -> Result<Driver, Failure> {
             host,
             backend,
             locks: Arc::new(locks),
+            archive: Arc::new(DiskArchive::new()),
         },
     )?)
 }

@@ -6,8 +6,8 @@ use crate::refcount::{RefCounter, RefStore};
 use crate::support;
 use aufs_model::{fs_magic, IdMappings, LayerId, ParentChain};
 use aufs_ports::{
-    BackendKind, BackingFeatures, FileKind, Filesystem, Host, LayerLocks, LockGuard, UnionBackend,
-    UnionSpec,
+    BackendKind, BackingFeatures, FileKind, Filesystem, Host, LayerArchive, LayerLocks, LockGuard,
+    UnionBackend, UnionSpec,
 };
 use camino::{Utf8Path, Utf8PathBuf};
 use std::collections::{BTreeMap, HashMap};
@@ -24,6 +24,8 @@ pub struct Ports {
     pub backend: Arc<dyn UnionBackend>,
     /// Per-layer locks (in-process, or file locks shared by processes).
     pub locks: Arc<dyn LayerLocks>,
+    /// Layer content: apply, export, changes, size.
+    pub archive: Arc<dyn LayerArchive>,
 }
 
 /// What the driver is opened with.
@@ -197,7 +199,7 @@ impl Driver {
             claims: Mutex::default(),
         };
         if let Err(e) = driver.recover() {
-            tracing::warn!(storage_driver = "aufs", error = %e, "recovery left something behind; the next start tries again");
+            tracing::warn!(storage_driver = "aufs", error = %e.full_message(), "recovery left something behind; the next start tries again");
         }
         tracing::debug!(storage_driver = "aufs", root = %driver.layout.root(), backend = %kind, "driver ready");
         Ok(driver)
@@ -283,7 +285,7 @@ impl Driver {
     /// incomplete layer does not exist, except to the driver filling it.
     pub fn parent_chain(&self, id: &LayerId) -> Result<ParentChain> {
         if self.is_incomplete(id) && !self.holds_claim(id) {
-            return Err(DriverError::NotFound(id.to_string()));
+            return Err(DriverError::NotFound(id.clone()));
         }
         self.read_chain(id)
     }
@@ -294,7 +296,7 @@ impl Driver {
         match self.ports.fs.read_to_string(&path) {
             Ok(text) => Ok(ParentChain::parse(path.as_str(), &text)?),
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
-                Err(DriverError::NotFound(id.to_string()))
+                Err(DriverError::NotFound(id.clone()))
             }
             Err(e) => Err(DriverError::io("read", path)(e)),
         }
@@ -331,30 +333,30 @@ impl Driver {
         if self.is_incomplete(id) {
             // Under the layer's lock only a live claim can be working on it.
             match self.try_claim(id)? {
-                None => return Err(DriverError::AlreadyExists(id.to_string())),
+                None => return Err(DriverError::AlreadyExists(id.clone())),
                 Some(_dead_owner) => self.remove_traces(id)?,
             }
         } else if self.has_layers_file(id) {
-            return Err(DriverError::AlreadyExists(id.to_string()));
+            return Err(DriverError::AlreadyExists(id.clone()));
         }
         let chain = match parent {
             None => ParentChain::empty(),
             Some(p) if p == id => {
                 return Err(DriverError::ParentNotFound {
-                    id: id.to_string(),
-                    parent: p.to_string(),
+                    id: id.clone(),
+                    parent: p.clone(),
                 })
             }
             Some(p) => {
                 let pc = self.parent_chain(p).map_err(|e| match e {
                     DriverError::NotFound(_) => DriverError::ParentNotFound {
-                        id: id.to_string(),
-                        parent: p.to_string(),
+                        id: id.clone(),
+                        parent: p.clone(),
                     },
                     e => e,
                 })?;
                 if pc.contains(id) {
-                    return Err(DriverError::AlreadyExists(id.to_string()));
+                    return Err(DriverError::AlreadyExists(id.clone()));
                 }
                 ParentChain::with_parent(p.clone(), &pc)
             }
@@ -369,7 +371,7 @@ impl Driver {
             .collect();
         let claim = if self.await_apply {
             let claim = self.try_claim(id)?;
-            Some(claim.ok_or_else(|| DriverError::AlreadyExists(id.to_string()))?)
+            Some(claim.ok_or_else(|| DriverError::AlreadyExists(id.clone()))?)
         } else {
             None
         };
@@ -387,7 +389,7 @@ impl Driver {
                 .write_new(&lf, chain.render().as_bytes())
                 .map_err(|e| {
                     if e.raw_os_error() == Some(libc::EEXIST) {
-                        DriverError::AlreadyExists(id.to_string())
+                        DriverError::AlreadyExists(id.clone())
                     } else {
                         DriverError::io("write layers file", lf.clone())(e)
                     }
@@ -408,9 +410,9 @@ impl Driver {
                 }
             }
             if let Err(e) = self.clear_incomplete(id) {
-                tracing::warn!(storage_driver = "aufs", %id, error = %e, "a failed create stays incomplete; the next start removes it");
+                tracing::warn!(storage_driver = "aufs", %id, error = %e.full_message(), "a failed create stays incomplete; the next start removes it");
             }
-            tracing::debug!(storage_driver = "aufs", %id, error = %e, "create failed");
+            tracing::debug!(storage_driver = "aufs", %id, error = %e.full_message(), "create failed");
         } else {
             tracing::debug!(storage_driver = "aufs", %id, parent = ?parent.map(|p| p.as_str()), "created layer");
         }
@@ -465,23 +467,18 @@ impl Driver {
             None
         };
         if !present || matches!(claim, Some(None)) {
-            return Err(DriverError::NotFound(id.to_string()));
+            return Err(DriverError::NotFound(id.clone()));
         }
         let children = self.children(id)?;
         if !children.is_empty() {
-            let children = children
-                .iter()
-                .map(LayerId::as_str)
-                .collect::<Vec<_>>()
-                .join(", ");
             return Err(DriverError::HasChildren {
-                id: id.to_string(),
+                id: id.clone(),
                 children,
             });
         }
 
         if let Err(e) = self.unmount_if_mounted(&mountpoint) {
-            tracing::warn!(storage_driver = "aufs", method = "Remove()", %id, error = %e);
+            tracing::warn!(storage_driver = "aufs", method = "Remove()", %id, error = %e.full_message());
             return Err(e);
         }
         self.mark_incomplete(id)?;
@@ -674,7 +671,7 @@ impl Driver {
         }
         let r = self.unmount_if_mounted(&m);
         if let Err(e) = &r {
-            tracing::warn!(storage_driver = "aufs", method = "Put()", %id, error = %e);
+            tracing::warn!(storage_driver = "aufs", method = "Put()", %id, error = %e.full_message());
         }
         r
     }
@@ -697,7 +694,7 @@ impl Driver {
         for e in entries.into_iter().filter(|e| e.kind == FileKind::Dir) {
             let m = mnt.join(&e.name);
             if let Err(err) = self.unmount_if_mounted(&m) {
-                tracing::warn!(storage_driver = "aufs", method = "Cleanup()", error = %err);
+                tracing::warn!(storage_driver = "aufs", method = "Cleanup()", error = %err.full_message());
             }
         }
         self.ports

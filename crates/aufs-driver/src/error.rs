@@ -1,6 +1,7 @@
-//! Errors of the driver, each naming the layer, path or cause.
+//! Errors of the driver, each naming the layer or path. A cause is
+//! returned by `source()` and never repeated in the message.
 
-use aufs_model::{IdError, LayersFileError, MountPlanError, UnmappedId};
+use aufs_model::{IdError, LayerId, LayersFileError, MountPlanError, UnmappedId};
 use camino::Utf8PathBuf;
 use std::io;
 
@@ -26,61 +27,63 @@ pub enum DriverError {
     StorageOptNotSupported,
     /// The layer already exists.
     #[error("layer {0} already exists")]
-    AlreadyExists(String),
+    AlreadyExists(LayerId),
     /// The layer does not exist.
     #[error("layer {0} does not exist")]
-    NotFound(String),
+    NotFound(LayerId),
     /// The parent of a new layer does not exist.
     #[error("layer {id}: parent {parent} does not exist")]
     ParentNotFound {
         /// The layer being created.
-        id: String,
+        id: LayerId,
         /// The missing parent.
-        parent: String,
+        parent: LayerId,
     },
     /// `parent` is not an ancestor of `id`.
     #[error("layer {id}: {parent} is not one of its ancestors")]
     NotAnAncestor {
         /// The layer.
-        id: String,
+        id: LayerId,
         /// The claimed ancestor.
-        parent: String,
+        parent: LayerId,
     },
-    /// A layer archive operation failed (the tar entry or path is named).
-    #[error("layer {id}: {source}")]
+    /// A layer archive operation failed (the cause names the tar entry or path).
+    #[error("layer {id}: {op} failed")]
     Archive {
         /// The layer.
-        id: String,
-        /// What failed.
-        source: aufs_archive::ArchiveError,
+        id: LayerId,
+        /// `apply`, `export`, `changes`, `diff` or `size`.
+        op: &'static str,
+        /// What failed, from the archive port.
+        source: io::Error,
     },
     /// The layer is mounted, so its diff dir cannot be replaced.
     #[error("layer {0} is mounted; unmount it before applying a diff")]
-    Mounted(String),
+    Mounted(LayerId),
     /// `parent` is not the layer's direct parent.
     #[error("layer {id}: {parent} is not its direct parent")]
     NotDirectParent {
         /// The layer.
-        id: String,
+        id: LayerId,
         /// The claimed parent.
-        parent: String,
+        parent: LayerId,
     },
     /// Other layers are built on this one.
-    #[error("layer {id} has child layers: {children}")]
+    #[error("layer {id} has child layers: {}", join_ids(.children))]
     HasChildren {
         /// The layer.
-        id: String,
-        /// Its direct children, comma-separated.
-        children: String,
+        id: LayerId,
+        /// Its direct children.
+        children: Vec<LayerId>,
     },
     /// A layers file could not be parsed.
     #[error(transparent)]
     LayersFile(#[from] LayersFileError),
     /// The mount data cannot be built.
-    #[error("layer {id}: {source}")]
+    #[error("layer {id}: cannot build the mount data")]
     MountPlan {
         /// The layer.
-        id: String,
+        id: LayerId,
         /// Why.
         source: MountPlanError,
     },
@@ -88,7 +91,7 @@ pub enum DriverError {
     #[error(transparent)]
     IdMap(#[from] UnmappedId),
     /// Mounting a union failed.
-    #[error("error creating {backend} mount to {target}: {source}")]
+    #[error("error creating {backend} mount to {target}")]
     Mount {
         /// `kernel` or `fuse`.
         backend: &'static str,
@@ -98,7 +101,7 @@ pub enum DriverError {
         source: io::Error,
     },
     /// Unmounting failed.
-    #[error("error unmounting {target}: {source}")]
+    #[error("error unmounting {target}")]
     Unmount {
         /// The mount point.
         target: Utf8PathBuf,
@@ -106,7 +109,7 @@ pub enum DriverError {
         source: io::Error,
     },
     /// A filesystem operation failed.
-    #[error("{op} {path}: {source}")]
+    #[error("{op} {path}")]
     Io {
         /// What was being done.
         op: &'static str,
@@ -126,16 +129,69 @@ impl DriverError {
         move |source| DriverError::Io { op, path, source }
     }
 
+    /// The message followed by its causes, `: `-separated, each cause left
+    /// out when the text so far already holds it (for logs and one-line
+    /// reports).
+    pub fn full_message(&self) -> String {
+        let mut s = self.to_string();
+        let mut src = std::error::Error::source(self);
+        while let Some(cause) = src {
+            let text = cause.to_string();
+            if !s.contains(&text) {
+                s.push_str(": ");
+                s.push_str(&text);
+            }
+            src = cause.source();
+        }
+        s
+    }
+
     /// The OS error number behind this error, if any.
     pub fn raw_os_error(&self) -> Option<i32> {
         match self {
             DriverError::Mount { source, .. }
             | DriverError::Unmount { source, .. }
-            | DriverError::Io { source, .. } => source.raw_os_error(),
+            | DriverError::Io { source, .. }
+            | DriverError::Archive { source, .. } => source.raw_os_error(),
             _ => None,
         }
     }
 }
 
+fn join_ids(ids: &[LayerId]) -> String {
+    ids.iter()
+        .map(LayerId::as_str)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// Shorthand.
 pub type Result<T, E = DriverError> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::error::Error as _;
+
+    #[test]
+    fn a_cause_is_in_the_source_not_in_the_message() {
+        let id = LayerId::new("l").unwrap();
+        let e = DriverError::Archive {
+            id: id.clone(),
+            op: "apply",
+            source: io::Error::other("bad entry ../x"),
+        };
+        assert_eq!(e.to_string(), "layer l: apply failed");
+        assert_eq!(e.source().unwrap().to_string(), "bad entry ../x");
+        assert_eq!(e.full_message(), "layer l: apply failed: bad entry ../x");
+        let e = DriverError::io("read", "/r/layers/l")(io::Error::from_raw_os_error(libc::EIO));
+        assert_eq!(e.to_string(), "read /r/layers/l");
+        assert_eq!(e.raw_os_error(), Some(libc::EIO));
+        let e = DriverError::HasChildren {
+            id,
+            children: vec![LayerId::new("a").unwrap(), LayerId::new("b").unwrap()],
+        };
+        assert_eq!(e.to_string(), "layer l has child layers: a, b");
+        assert!(e.source().is_none());
+    }
+}

@@ -8,9 +8,9 @@
 
 use crate::driver::Driver;
 use crate::error::{DriverError, Result};
-use aufs_archive::{ApplyOptions, Change, TarSplitStore, UnionView};
-use aufs_model::LayerId;
-use camino::{Utf8Path, Utf8PathBuf};
+use aufs_model::{Change, LayerId};
+use aufs_ports::{Applied, ApplyTarget};
+use camino::Utf8PathBuf;
 use std::io::{Read, Write};
 
 /// What applying a layer tarball did.
@@ -23,15 +23,16 @@ pub struct ApplyOutcome {
 }
 
 impl Driver {
-    fn archive_err(id: &LayerId) -> impl FnOnce(aufs_archive::ArchiveError) -> DriverError + '_ {
-        move |source| DriverError::Archive {
-            id: id.to_string(),
-            source,
-        }
+    fn archive_err(id: &LayerId, op: &'static str) -> impl FnOnce(std::io::Error) -> DriverError {
+        let id = id.clone();
+        move |source| DriverError::Archive { id, op, source }
     }
 
-    fn tar_split(&self) -> TarSplitStore {
-        TarSplitStore::new(self.layout().tar_split_dir())
+    /// The layer's exact-bytes record.
+    pub(crate) fn record(&self, id: &LayerId) -> Utf8PathBuf {
+        self.layout()
+            .tar_split_dir()
+            .join(format!("{id}.tar-split.gz"))
     }
 
     /// Checks that the layer exists and `parent` (when given) is its direct
@@ -44,8 +45,8 @@ impl Driver {
             Some(p) if chain.parent() == Some(p) => Ok(true),
             Some(p) if chain.contains(p) => Ok(false),
             Some(p) => Err(DriverError::NotAnAncestor {
-                id: id.to_string(),
-                parent: p.to_string(),
+                id: id.clone(),
+                parent: p.clone(),
             }),
         }
     }
@@ -58,24 +59,24 @@ impl Driver {
         &self,
         id: &LayerId,
         parent: Option<&LayerId>,
-        input: impl Read,
+        mut input: impl Read,
     ) -> Result<ApplyOutcome> {
-        self.apply_with(id, parent, |diff, opts| {
-            aufs_archive::apply_layer(input, diff, opts)
+        self.apply_with(id, parent, |target| {
+            self.ports().archive.apply(target, &mut input)
         })
     }
 
     /// [`Driver::apply_diff`] for a tarball in a file (from its current
-    /// offset): a regular file is mapped rather than read, which saves a copy
-    /// of every byte (see [`aufs_archive::apply_layer_file`]).
+    /// offset): the real archive adapter maps a regular file rather than
+    /// reading it, which saves a copy of every byte.
     pub fn apply_diff_file(
         &self,
         id: &LayerId,
         parent: Option<&LayerId>,
         input: &std::fs::File,
     ) -> Result<ApplyOutcome> {
-        self.apply_with(id, parent, |diff, opts| {
-            aufs_archive::apply_layer_file(input, diff, opts)
+        self.apply_with(id, parent, |target| {
+            self.ports().archive.apply_file(target, input)
         })
     }
 
@@ -83,23 +84,22 @@ impl Driver {
         &self,
         id: &LayerId,
         parent: Option<&LayerId>,
-        apply: impl FnOnce(&Utf8Path, &ApplyOptions) -> aufs_archive::Result<aufs_archive::ApplyReport>,
+        apply: impl FnOnce(&ApplyTarget<'_>) -> std::io::Result<Applied>,
     ) -> Result<ApplyOutcome> {
         let _lock = self.lock_layer(id)?;
         let chain = self.parent_chain(id)?;
         if let Some(p) = parent {
             if chain.parent() != Some(p) {
                 return Err(DriverError::NotDirectParent {
-                    id: id.to_string(),
-                    parent: p.to_string(),
+                    id: id.clone(),
+                    parent: p.clone(),
                 });
             }
         }
         if self.references(id)? > 0 {
-            return Err(DriverError::Mounted(id.to_string()));
+            return Err(DriverError::Mounted(id.clone()));
         }
-        let store = self.tar_split();
-        let meta = store.path_for(id.as_str());
+        let record = self.record(id);
         // A staging dir per layer: applies of one layer are serialised by
         // its lock, so whatever is in it is left by an interrupted apply.
         let staging = self.layout().staging(id);
@@ -113,15 +113,15 @@ impl Driver {
                 .create_dir_all(&dir, 0o700, self.dir_owner())
                 .map_err(DriverError::io("create dir", dir.clone()))?;
         }
-        let opts = ApplyOptions {
-            id_maps: self.id_maps().clone(),
-            tar_split: Some(meta),
-            chown: self.dir_owner().is_some(),
-            staging_parent: Some(staging.clone()),
-            ..ApplyOptions::default()
-        };
         let diff = self.layout().diff_dir(id);
-        let report = apply(&diff, &opts).map_err(Self::archive_err(id));
+        let target = ApplyTarget {
+            diff: &diff,
+            record: &record,
+            staging: &staging,
+            id_maps: self.id_maps(),
+            chown: self.dir_owner().is_some(),
+        };
+        let report = apply(&target).map_err(Self::archive_err(id, "apply"));
         let _ = self.ports().fs.remove_all(&staging);
         let report = report?;
         if self.holds_claim(id) {
@@ -147,42 +147,34 @@ impl Driver {
     /// applied tarball byte for byte when the layer is unchanged since, else
     /// the diff dir exported. With another ancestor: a computed diff.
     pub fn diff(&self, id: &LayerId, parent: Option<&LayerId>, mut out: impl Write) -> Result<u64> {
+        let archive = &self.ports().archive;
         if !self.is_direct(id, parent)? {
-            return self.with_views(id, parent, |old, new| {
-                let changes =
-                    aufs_archive::changes_between_views(old, new).map_err(Self::archive_err(id))?;
-                aufs_archive::export_changes_view(new, &changes, &mut out)
-                    .map_err(Self::archive_err(id))
-            });
+            let (old, new) = self.unions(id, parent)?;
+            let changes = archive
+                .changes_between(old.as_deref(), &new)
+                .map_err(Self::archive_err(id, "diff"))?;
+            return archive
+                .export_changes(&new, &changes, &mut out)
+                .map_err(Self::archive_err(id, "export"));
         }
-        let diff = self.layout().diff_dir(id);
-        let store = self.tar_split();
-        if store.contains(id.as_str()) {
-            match store.verify(id.as_str(), &diff) {
-                Ok(()) => {
-                    return store
-                        .reproduce(id.as_str(), &diff, out)
-                        .map_err(Self::archive_err(id))
-                }
-                Err(e) if e.is_not_reproducible() => {
-                    tracing::info!(storage_driver = "aufs", %id, reason = %e, "layer changed since apply; exporting its diff dir");
-                }
-                Err(e) => return Err(Self::archive_err(id)(e)),
-            }
-        }
-        aufs_archive::export_diff(&diff, out).map_err(Self::archive_err(id))
+        archive
+            .export(&self.layout().diff_dir(id), &self.record(id), &mut out)
+            .map_err(Self::archive_err(id, "export"))
     }
 
     /// What the layer changed against `parent`, sorted by path (`docker diff`).
     pub fn changes(&self, id: &LayerId, parent: Option<&LayerId>) -> Result<Vec<Change>> {
+        let archive = &self.ports().archive;
         if !self.is_direct(id, parent)? {
-            return self.with_views(id, parent, |old, new| {
-                aufs_archive::changes_between_views(old, new).map_err(Self::archive_err(id))
-            });
+            let (old, new) = self.unions(id, parent)?;
+            return archive
+                .changes_between(old.as_deref(), &new)
+                .map_err(Self::archive_err(id, "changes"));
         }
         let lowers = self.parent_diff_dirs(id)?;
-        let lowers: Vec<&Utf8Path> = lowers.iter().map(Utf8PathBuf::as_path).collect();
-        aufs_archive::changes(&lowers, &self.layout().diff_dir(id)).map_err(Self::archive_err(id))
+        archive
+            .changes(&self.layout().diff_dir(id), &lowers)
+            .map_err(Self::archive_err(id, "changes"))
     }
 
     /// Bytes of the layer's changes against `parent`: with the direct parent
@@ -190,43 +182,40 @@ impl Driver {
     /// hardlinks once (Docker's `directory.Size`); with another ancestor the
     /// size of the computed diff's files.
     pub fn diff_size(&self, id: &LayerId, parent: Option<&LayerId>) -> Result<u64> {
+        let archive = &self.ports().archive;
         if !self.is_direct(id, parent)? {
-            return self.with_views(id, parent, |old, new| {
-                let changes =
-                    aufs_archive::changes_between_views(old, new).map_err(Self::archive_err(id))?;
-                aufs_archive::changes_size_view(new, &changes).map_err(Self::archive_err(id))
-            });
+            let (old, new) = self.unions(id, parent)?;
+            let changes = archive
+                .changes_between(old.as_deref(), &new)
+                .map_err(Self::archive_err(id, "changes"))?;
+            return archive
+                .changes_size(&new, &changes)
+                .map_err(Self::archive_err(id, "size"));
         }
-        aufs_archive::diff_size(&self.layout().diff_dir(id)).map_err(Self::archive_err(id))
+        archive
+            .diff_size(&self.layout().diff_dir(id))
+            .map_err(Self::archive_err(id, "size"))
     }
 
-    /// The read-only union of a layer and its parents (its diff dir on
-    /// top), as its mount would show it.
-    fn union_view(&self, id: &LayerId) -> Result<UnionView> {
-        let top = self.layout().diff_dir(id);
-        let parents = self.parent_diff_dirs(id)?;
-        let branches: Vec<&Utf8Path> = std::iter::once(top.as_path())
-            .chain(parents.iter().map(Utf8PathBuf::as_path))
-            .collect();
-        UnionView::open(None, &branches).map_err(|source| {
-            Self::archive_err(id)(aufs_archive::ArchiveError::Union {
-                path: "/".into(),
-                source,
-            })
-        })
+    /// The branches of a layer's union (its diff dir on top, then its
+    /// parents'), as its mount would show it.
+    fn union_branches(&self, id: &LayerId) -> Result<Vec<Utf8PathBuf>> {
+        let mut branches = vec![self.layout().diff_dir(id)];
+        branches.extend(self.parent_diff_dirs(id)?);
+        Ok(branches)
     }
 
-    /// Runs `f` on the unions of `id` and of `parent` (when given), as the Go
-    /// `NaiveDiffDriver` does on the two mounts, without mounting: the views
-    /// are read from the diff dirs in process.
-    fn with_views<T>(
+    /// The unions of `parent` (when given) and of `id`, compared as the Go
+    /// `NaiveDiffDriver` compares the two mounts, but read in process by
+    /// the archive port: nothing is mounted.
+    #[allow(clippy::type_complexity)]
+    fn unions(
         &self,
         id: &LayerId,
         parent: Option<&LayerId>,
-        f: impl FnOnce(Option<&UnionView>, &UnionView) -> Result<T>,
-    ) -> Result<T> {
-        let new = self.union_view(id)?;
-        let old = parent.map(|p| self.union_view(p)).transpose()?;
-        f(old.as_ref(), &new)
+    ) -> Result<(Option<Vec<Utf8PathBuf>>, Vec<Utf8PathBuf>)> {
+        let new = self.union_branches(id)?;
+        let old = parent.map(|p| self.union_branches(p)).transpose()?;
+        Ok((old, new))
     }
 }

@@ -4,7 +4,9 @@
 //! its behaviour: creation, atomic removal, reference-counted mounts, stale
 //! dir cleanup. Every effect goes through the traits of `aufs-ports`, so the
 //! whole driver is tested against in-memory fakes; the CLI wires in the real
-//! Linux and FUSE adapters.
+//! Linux, FUSE and archive adapters. Layer content (`apply_diff`, `diff`,
+//! `changes`, `diff_size`) goes through the
+//! [`aufs_ports::LayerArchive`] port.
 //!
 //! - [`kernel`]: the kernel aufs [`UnionBackend`](aufs_ports::UnionBackend)
 //!   (branch strings, `append:` remounts, dirperm1 probe, unmount retries).
@@ -28,7 +30,8 @@ pub mod support;
 #[cfg(feature = "async")]
 pub mod async_facade;
 
-pub use aufs_archive::{Change, ChangeKind};
+pub use aufs_model::{Change, ChangeKind};
+pub use aufs_ports::{Applied, ApplyTarget, LayerArchive};
 pub use driver::{CreateOpts, Driver, DriverConfig, LayerInfo, Ports, Status};
 pub use error::DriverError;
 pub use layer_archive::ApplyOutcome;

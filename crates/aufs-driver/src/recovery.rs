@@ -85,12 +85,8 @@ impl Driver {
         let staging = layout.staging(id);
         fs.remove_all(&staging)
             .map_err(DriverError::io("remove staging dir", staging))?;
-        let [meta, seal, shadow] =
-            aufs_archive::TarSplitStore::new(layout.tar_split_dir()).paths_for(id.as_str());
-        fs.remove_all(&shadow)
-            .map_err(DriverError::io("remove exact-bytes metadata", shadow))?;
-        for path in [seal, meta] {
-            ignore_missing(fs.remove_file(&path))
+        for path in self.ports().archive.record_paths(&self.record(id)) {
+            fs.remove_all(&path)
                 .map_err(DriverError::io("remove exact-bytes metadata", path))?;
         }
         self.clear_incomplete(id)?;
@@ -107,7 +103,7 @@ impl Driver {
         let mut first_err = None;
         let mut note = |r: Result<()>| {
             if let Err(e) = r {
-                tracing::warn!(storage_driver = "aufs", error = %e, "recovery step failed");
+                tracing::warn!(storage_driver = "aufs", error = %e.full_message(), "recovery step failed");
                 first_err.get_or_insert(e);
             }
         };

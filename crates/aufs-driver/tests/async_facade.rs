@@ -10,10 +10,12 @@ use std::sync::Arc;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn async_lifecycle() {
     let backend = Arc::new(FakeUnionBackend::new(BackendKind::Fuse));
+    let fs = Arc::new(MemFs::new());
     let d = Driver::init(
         DriverConfig::new("/r"),
         Ports {
-            fs: Arc::new(MemFs::new()),
+            archive: Arc::new(aufs_ports::fakes::MemArchive::new(fs.clone())),
+            fs,
             host: Arc::new(FakeHost::default()),
             backend: backend.clone(),
             locks: Arc::new(InProcessLocks::new()),
@@ -60,6 +62,7 @@ async fn async_apply_diff_changes() {
     let d = Driver::init(
         DriverConfig::new(root.clone()),
         Ports {
+            archive: Arc::new(aufs_archive::DiskArchive),
             fs: Arc::new(aufs_linux::LinuxFilesystem::new()),
             host: Arc::new(aufs_linux::LinuxHost::new()),
             backend: Arc::new(FakeUnionBackend::new(BackendKind::Fuse)),

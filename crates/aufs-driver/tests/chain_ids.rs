@@ -15,6 +15,7 @@ fn open(root: &Utf8PathBuf, await_apply: bool) -> Driver {
     Driver::init(
         config,
         Ports {
+            archive: Arc::new(aufs_archive::DiskArchive),
             fs: Arc::new(aufs_linux::LinuxFilesystem::new()),
             host: Arc::new(aufs_linux::LinuxHost::new()),
             backend: Arc::new(FakeUnionBackend::new(BackendKind::Fuse)),

@@ -15,6 +15,7 @@ fn open(fs: &Arc<MemFs>, host: FakeHost, config: DriverConfig) -> Result<Driver,
     Driver::init(
         config,
         Ports {
+            archive: Arc::new(aufs_ports::fakes::MemArchive::new(fs.clone())),
             fs: fs.clone(),
             host: Arc::new(host),
             backend: Arc::new(FakeUnionBackend::new(BackendKind::Fuse)),
@@ -168,6 +169,7 @@ fn cleanup_recovers_what_dead_processes_left_but_not_live_work() {
     let d = Driver::init(
         DriverConfig::new("/r"),
         Ports {
+            archive: Arc::new(aufs_ports::fakes::MemArchive::new(fs.clone())),
             fs: fs.clone(),
             host: Arc::new(FakeHost::default()),
             backend: Arc::new(FakeUnionBackend::new(BackendKind::Fuse)),
@@ -234,6 +236,7 @@ fn awaited_layer_exists_only_once_applied() {
         Driver::init(
             config,
             Ports {
+                archive: Arc::new(aufs_ports::fakes::MemArchive::new(fs.clone())),
                 fs: fs.clone(),
                 host: Arc::new(FakeHost::default()),
                 backend: Arc::new(FakeUnionBackend::new(BackendKind::Fuse)),
@@ -282,6 +285,7 @@ fn on_disk_refs_are_shared_by_driver_instances() {
         Driver::init(
             c,
             Ports {
+                archive: Arc::new(aufs_ports::fakes::MemArchive::new(fs.clone())),
                 fs: fs.clone(),
                 host: Arc::new(FakeHost::default()),
                 backend: backend.clone(),
@@ -315,6 +319,7 @@ fn stale_union_is_unmounted_and_mounted_again() {
     let d = Driver::init(
         DriverConfig::new("/r"),
         Ports {
+            archive: Arc::new(aufs_ports::fakes::MemArchive::new(fs.clone())),
             fs: fs.clone(),
             host: Arc::new(FakeHost::default()),
             backend: backend.clone(),

@@ -31,6 +31,7 @@ fn remove_unmounts_before_renaming() {
     let d = Driver::init(
         DriverConfig::new("/r"),
         Ports {
+            archive: Arc::new(aufs_ports::fakes::MemArchive::new(fs.clone())),
             fs: fs.clone(),
             host: Arc::new(FakeHost::default()),
             backend: Arc::new(backend),
@@ -68,6 +69,7 @@ fn concurrent_first_gets_mount_once() {
         Driver::init(
             DriverConfig::new("/r"),
             Ports {
+                archive: Arc::new(aufs_ports::fakes::MemArchive::new(fs.clone())),
                 fs,
                 host: Arc::new(FakeHost::default()),
                 backend: Arc::new(backend),

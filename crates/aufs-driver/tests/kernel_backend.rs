@@ -47,6 +47,7 @@ impl World {
         Driver::init(
             DriverConfig::new(root),
             Ports {
+                archive: Arc::new(aufs_ports::fakes::MemArchive::new(self.fs.clone())),
                 fs: self.fs.clone(),
                 host: self.host.clone(),
                 backend: self.backend.clone(),

@@ -88,6 +88,7 @@ fn create_racing_the_removal_of_its_parent_leaves_no_orphan() {
     let d = Driver::init(
         DriverConfig::new("/r"),
         Ports {
+            archive: Arc::new(aufs_ports::fakes::MemArchive::new(Arc::new(MemFs::new()))),
             fs: fs.clone(),
             host: Arc::new(FakeHost::default()),
             backend: Arc::new(FakeUnionBackend::new(BackendKind::Fuse)),

@@ -3,7 +3,6 @@
 use std::time::Duration;
 
 /// Sleeping between retries.
-#[cfg_attr(feature = "mock", mockall::automock)]
 pub trait Clock: Send + Sync + std::fmt::Debug {
     /// Blocks the calling thread for `d`.
     fn sleep(&self, d: Duration);

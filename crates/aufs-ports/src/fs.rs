@@ -29,7 +29,6 @@ pub struct DirEntry {
 ///
 /// All paths are absolute. Implementations must be safe to call from many
 /// threads at once.
-#[cfg_attr(feature = "mock", mockall::automock)]
 pub trait Filesystem: Send + Sync + std::fmt::Debug {
     /// `lstat`: the kind of `path`, or `None` when it does not exist.
     fn kind(&self, path: &Utf8Path) -> io::Result<Option<FileKind>>;

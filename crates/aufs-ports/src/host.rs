@@ -25,7 +25,6 @@ pub struct BackingFeatures {
 }
 
 /// The host: kernel features, identities, and filesystem types.
-#[cfg_attr(feature = "mock", mockall::automock)]
 pub trait Host: Send + Sync + std::fmt::Debug {
     /// The content of `/proc/filesystems`.
     fn proc_filesystems(&self) -> io::Result<String>;

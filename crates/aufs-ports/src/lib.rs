@@ -8,6 +8,7 @@
 //! the Go driver does, and fakes build the same errors with
 //! [`std::io::Error::from_raw_os_error`].
 
+mod archive;
 mod backend;
 mod clock;
 mod fs;
@@ -15,6 +16,7 @@ mod host;
 mod locks;
 mod mounter;
 
+pub use archive::{Applied, ApplyTarget, LayerArchive};
 pub use backend::{is_server_gone, BackendKind, UnionBackend, UnionSpec};
 pub use clock::{Clock, SystemClock};
 pub use fs::{DirEntry, FileKind, Filesystem};
@@ -29,14 +31,6 @@ pub mod fakes;
 
 #[cfg(feature = "mock")]
 pub use backend::MockUnionBackend;
-#[cfg(feature = "mock")]
-pub use clock::MockClock;
-#[cfg(feature = "mock")]
-pub use fs::MockFilesystem;
-#[cfg(feature = "mock")]
-pub use host::MockHost;
-#[cfg(feature = "mock")]
-pub use mounter::MockMounter;
 
 /// Builds the `io::Error` of an errno, as the fakes and adapters report them.
 pub fn errno(code: i32) -> std::io::Error {

@@ -33,7 +33,6 @@ pub struct MountRequest {
 }
 
 /// Mounting, unmounting, and questions about the mount table.
-#[cfg_attr(feature = "mock", mockall::automock)]
 pub trait Mounter: Send + Sync + std::fmt::Debug {
     /// `mount(2)`.
     fn mount(&self, req: &MountRequest) -> io::Result<()>;

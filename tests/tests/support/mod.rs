@@ -116,6 +116,7 @@ impl Tmpfs {
 /// hands the driver.
 pub fn real_ports(backend: Arc<dyn UnionBackend>, locks: &FlockLocks) -> Ports {
     Ports {
+        archive: Arc::new(aufs_archive::DiskArchive),
         fs: Arc::new(LinuxFilesystem::new()),
         host: Arc::new(LinuxHost::new()),
         backend,

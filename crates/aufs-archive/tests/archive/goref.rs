@@ -9,8 +9,9 @@ use std::sync::OnceLock;
 
 use aufs_archive::{
     apply_layer, changes, changes_between_views, changes_size_view, diff_size, export_diff,
-    ApplyOptions, UnionView,
+    ApplyOptions,
 };
+use aufs_union::UnionView;
 use camino::Utf8Path;
 use proptest::prelude::*;
 

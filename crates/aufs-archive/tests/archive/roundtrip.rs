@@ -534,7 +534,8 @@ fn apply_creates_a_missing_diff_dir() {
 
 #[test]
 fn changes_between_views_export_as_whiteout_tarballs() {
-    use aufs_archive::{changes_between_views, changes_size_view, export_changes_view, UnionView};
+    use aufs_archive::{changes_between_views, changes_size_view, export_changes_view};
+    use aufs_union::UnionView;
     let s = Scratch::new();
     let old = s.mkdir("old");
     write_file(&old.join("keep"), b"k");

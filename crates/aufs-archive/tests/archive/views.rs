@@ -7,8 +7,9 @@ use std::fs;
 use std::os::unix::ffi::OsStrExt;
 
 use aufs_archive::{
-    apply_layer, changes_between_views, changes_size_view, export_changes_view, Change, UnionView,
+    apply_layer, changes_between_views, changes_size_view, export_changes_view, Change,
 };
+use aufs_union::UnionView;
 use camino::{Utf8Path, Utf8PathBuf};
 use proptest::prelude::*;
 use rustix::fs::{AtFlags, Mode, Timespec, Timestamps};

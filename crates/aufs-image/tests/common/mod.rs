@@ -23,6 +23,7 @@ pub fn driver_at(root: &Utf8Path) -> Driver {
     Driver::init(
         DriverConfig::new(root.to_owned()),
         Ports {
+            archive: Arc::new(aufs_archive::DiskArchive),
             fs: Arc::new(aufs_linux::LinuxFilesystem::new()),
             host: Arc::new(aufs_linux::LinuxHost::new()),
             backend: Arc::new(FakeUnionBackend::new(BackendKind::Fuse)),

@@ -188,6 +188,19 @@ impl MemFs {
         out
     }
 
+    /// The whole content of a file.
+    pub fn read_bytes(&self, path: &Utf8Path) -> io::Result<Vec<u8>> {
+        let mut s = self.lock();
+        if let Some(e) = take_fault(&mut s.faults, FsOp::Read, path) {
+            return Err(e);
+        }
+        match s.root.get(&components(path)?) {
+            Some(Node::File { data }) => Ok(data.clone()),
+            Some(Node::Dir { .. }) => Err(errno(libc::EISDIR)),
+            None => Err(errno(libc::ENOENT)),
+        }
+    }
+
     fn split(path: &Utf8Path) -> io::Result<(Vec<&str>, &str)> {
         let mut parts = components(path)?;
         let name = parts.pop().ok_or_else(|| errno(libc::EBUSY))?;

@@ -2,12 +2,14 @@
 //! own code. They keep state (a file tree, a mount table) and record calls,
 //! and can be told to fail a call with a chosen errno.
 
+mod archive;
 mod backend;
 mod clock;
 mod host;
 mod memfs;
 mod mounter;
 
+pub use archive::MemArchive;
 pub use backend::{targets as mounted_targets, FakeUnionBackend};
 pub use clock::FakeClock;
 pub use host::FakeHost;
