@@ -12,6 +12,10 @@ use std::io::{self, BufRead};
 use super::header::{self, check_checksum, trim_nul, unsigned_field, Fields, SIZE};
 use super::pax::{self, parse_pax, PaxSparse};
 use super::{Entry, Sparse, TarEvents, BLOCK, MAX_META, MAX_SPARSE_ENTRIES};
+
+/// What the PAX headers in front of one entry may hold together: their
+/// records all stay in memory until the entry comes.
+const MAX_PAX_TOTAL: u64 = 4 * MAX_META;
 use crate::error::{ArchiveError, Result};
 
 /// Counts the raw tar stream.
@@ -330,6 +334,9 @@ impl<'r, R: BufRead> TarReader<'r, R> {
             return Ok(None);
         }
         let mut ext = Extensions::default();
+        // PAX headers in a row add up (each at most MAX_META); so many that
+        // they would hold more than this are refused.
+        let mut pax_bytes: u64 = 0;
         loop {
             let what: Vec<u8> = if ext.name.is_some() || ext.pax.is_some() {
                 b"<entry after extension headers>".to_vec()
@@ -358,6 +365,15 @@ impl<'r, R: BufRead> TarReader<'r, R> {
             let size = unsigned_field(&block, SIZE, "size", &raw_name)?;
             match typeflag {
                 b'x' => {
+                    pax_bytes += size;
+                    if pax_bytes > MAX_PAX_TOTAL {
+                        return Err(ArchiveError::bad_entry(
+                            &raw_name,
+                            format!(
+                                "PAX headers before one entry exceed the {MAX_PAX_TOTAL}-byte limit"
+                            ),
+                        ));
+                    }
                     let data = self.read_meta(size, &raw_name)?;
                     ext.pax
                         .get_or_insert_with(Vec::new)

@@ -51,6 +51,18 @@ fn corpus(outside: &Utf8PathBuf) -> Vec<Case> {
             error: Some("invalid symlink"),
         },
         Case {
+            name: "endless PAX headers before one entry",
+            tar: {
+                let mut t = RawTar::new();
+                let big = vec![b'x'; 1000 * 1000];
+                for _ in 0..5 {
+                    t.pax(&[("comment", &big[..])]);
+                }
+                t.file("f", b"x").end()
+            },
+            error: Some("PAX headers before one entry exceed"),
+        },
+        Case {
             name: "top-level symlink climbing out",
             tar: RawTar::new().link(b'2', "evil", "../../x").end(),
             error: Some("invalid symlink"),
