@@ -7,6 +7,7 @@ use aufs_driver::support::{self, BackendChoice};
 use aufs_driver::{Driver, DriverConfig, Ports, RefStore};
 use aufs_fuse::{FuseBackend, Launcher, StackMode, StackedBackend};
 use aufs_linux::{FlockLocks, LinuxFilesystem, LinuxHost, LinuxMounter};
+use aufs_model::IdMappings;
 use aufs_ports::{BackendKind, Filesystem, Host, SystemClock, UnionBackend};
 use camino::Utf8PathBuf;
 use std::sync::Arc;
@@ -17,10 +18,24 @@ pub const UNION_SERVER_ARG: &str = "__union-server";
 
 /// Opens the driver on `--root` with the chosen backend, as `Init` does.
 pub fn open_driver(cli: &Cli) -> Result<Driver, Failure> {
-    let root = absolute_root(&cli.root)?;
+    open_driver_at(
+        &absolute_root(&cli.root)?,
+        cli.backend,
+        IdMappings::default(),
+    )
+}
+
+/// Opens the driver on `root` (absolute) with `backend` and user-namespace
+/// `id_maps`; reference counts on disk, file locks under the root.
+pub fn open_driver_at(
+    root: &camino::Utf8Path,
+    backend: Backend,
+    id_maps: IdMappings,
+) -> Result<Driver, Failure> {
+    let root = root.to_owned();
     let fs: Arc<dyn Filesystem> = Arc::new(LinuxFilesystem::new());
     let host: Arc<dyn Host> = Arc::new(LinuxHost::new());
-    let kind = support::choose_backend(BackendChoice::from(cli.backend), host.as_ref())?;
+    let kind = support::choose_backend(BackendChoice::from(backend), host.as_ref())?;
     let backend: Arc<dyn UnionBackend> = match kind {
         BackendKind::Kernel => Arc::new(KernelAufs::new(
             Arc::new(LinuxMounter::new()),
@@ -28,7 +43,7 @@ pub fn open_driver(cli: &Cli) -> Result<Driver, Failure> {
             host.clone(),
             Arc::new(SystemClock),
         )),
-        BackendKind::Fuse => match cli.backend {
+        BackendKind::Fuse => match backend {
             Backend::Fuse => Arc::new(fuse_backend(&root)?),
             Backend::Stacked => Arc::new(stacked_backend(&root, StackMode::Stacked)?),
             _ => Arc::new(stacked_backend(&root, StackMode::Auto)?),
@@ -51,6 +66,7 @@ pub fn open_driver(cli: &Cli) -> Result<Driver, Failure> {
         .map_err(|e| Failure::Error(format!("lock dir {root}/locks: {e}")))?;
     let mut config = DriverConfig::new(root);
     config.refs = RefStore::OnDisk;
+    config.id_maps = id_maps;
     Ok(Driver::init(
         config,
         Ports {
