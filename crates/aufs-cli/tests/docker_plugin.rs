@@ -1,0 +1,365 @@
+//! `aufsctl serve docker` as dockerd uses it: moby 20.10's own graph driver
+//! conformance suite run through dockerd's own plugin client, restarts of
+//! the plugin (kill -9 included) with layers mounted, and a private dockerd
+//! 20.10 on the plugin. Needs root (FUSE and overlay mounts); says why it
+//! skips without it, Go, moby's source or dockerd.
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// moby's source as Debian ships it (`golang-github-docker-docker-dev`).
+const MOBY: &str = "/usr/share/gocode/src/github.com/docker/docker";
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout == b"0\n")
+}
+
+/// A running `aufsctl serve docker` on a socket in a temp dir; stopped
+/// (SIGTERM) on drop, then every mount under the dir is cleaned up.
+struct Served {
+    child: Child,
+    socket: PathBuf,
+    dir: PathBuf,
+}
+
+impl Served {
+    fn start(dir: &Path, extra: &[&str]) -> Served {
+        let socket = dir.join("plugin.sock");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("plugin.log"))
+            .unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_aufsctl"))
+            .args(["-vv", "serve", "docker", "--socket"])
+            .arg(&socket)
+            .args(extra)
+            .env_remove("AUFSCTL_LOG")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let s = Served {
+            child,
+            socket,
+            dir: dir.to_owned(),
+        };
+        let start = Instant::now();
+        while UnixStream::connect(&s.socket).is_err() {
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "the plugin did not listen: {}",
+                std::fs::read_to_string(dir.join("plugin.log")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        s
+    }
+
+    /// One POST, `Connection: close`; the status and the body.
+    fn post(&self, method: &str, body: &[u8]) -> (u16, Vec<u8>) {
+        let mut s = UnixStream::connect(&self.socket).unwrap();
+        write!(
+            s,
+            "POST /{method} HTTP/1.1\r\nHost: plugin\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        )
+        .unwrap();
+        s.write_all(body).unwrap();
+        let mut reply = Vec::new();
+        s.read_to_end(&mut reply).unwrap();
+        let end = reply
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .expect("an HTTP reply");
+        let head = String::from_utf8_lossy(&reply[..end]).to_string();
+        let status = head[9..12].parse().unwrap();
+        let mut body = reply[end + 4..].to_vec();
+        if head
+            .to_ascii_lowercase()
+            .contains("transfer-encoding: chunked")
+        {
+            body = unchunk(&body);
+        }
+        (status, body)
+    }
+
+    /// A JSON call that must succeed; its reply.
+    fn call(&self, method: &str, req: serde_json::Value) -> serde_json::Value {
+        let (status, body) = self.post(method, req.to_string().as_bytes());
+        let reply: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(status, 200, "{method} {req}: {reply}");
+        reply
+    }
+
+    fn kill9(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        std::mem::forget(self);
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .arg(self.child.id().to_string())
+            .status();
+        let _ = self.child.wait();
+        unmount_under(&self.dir);
+    }
+}
+
+fn unchunk(mut b: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let nl = b.windows(2).position(|w| w == b"\r\n").unwrap();
+        let n = usize::from_str_radix(std::str::from_utf8(&b[..nl]).unwrap().trim(), 16).unwrap();
+        if n == 0 {
+            return out;
+        }
+        out.extend_from_slice(&b[nl + 2..nl + 2 + n]);
+        b = &b[nl + 2 + n + 2..];
+    }
+}
+
+/// Lazily unmounts everything mounted under `dir`, deepest first.
+fn unmount_under(dir: &Path) {
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let mut points: Vec<&str> = mounts
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .filter(|p| Path::new(p).starts_with(dir))
+        .collect();
+    points.sort_by_key(|p| std::cmp::Reverse(p.len()));
+    for p in points {
+        let _ = Command::new("umount").args(["-l", p]).status();
+    }
+}
+
+fn mounts_under(dir: &Path) -> Vec<String> {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .filter(|p| Path::new(p).starts_with(dir))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// What the Go build of the suite needs; `Err` says what is missing.
+fn go_prerequisites() -> Result<(), String> {
+    if Command::new("go").arg("version").output().is_err() {
+        return Err("no Go toolchain (apt-get install golang-go)".into());
+    }
+    for (dir, package) in [
+        (
+            format!("{MOBY}/daemon/graphdriver/graphtest"),
+            "golang-github-docker-docker-dev",
+        ),
+        (
+            "/usr/share/gocode/src/github.com/vbatts/tar-split/tar/storage".into(),
+            "golang-github-vbatts-tar-split-dev",
+        ),
+        (
+            "/usr/share/gocode/src/gotest.tools/assert".into(),
+            "golang-github-gotestyourself-gotest.tools-dev",
+        ),
+    ] {
+        if !Path::new(&dir).is_dir() {
+            return Err(format!("no {dir} (apt-get install {package})"));
+        }
+    }
+    Ok(())
+}
+
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        if e.file_type().unwrap().is_dir() {
+            copy_tree(&e.path(), &to.join(e.file_name()));
+        } else {
+            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+        }
+    }
+}
+
+/// Builds `tests/go/graphtest` of the plugin crate in GOPATH mode against
+/// Debian's moby source, into `gopath`; returns the test binary.
+fn build_graphtest(gopath: &Path) -> PathBuf {
+    let go = Path::new(env!("CARGO_MANIFEST_DIR")).join("../aufs-docker-plugin/tests/go");
+    let pkg = gopath.join("src/aufsrs/graphtest");
+    copy_tree(&go.join("graphtest"), &pkg);
+    // Stand-ins for the two moby packages Debian leaves out (see each).
+    copy_tree(&go.join("shim"), &gopath.join("src"));
+    // Debian installs gotest.tools without its /v3 module suffix, which
+    // GOPATH mode cannot map; the suffix is a link to it.
+    std::fs::create_dir_all(gopath.join("src/gotest.tools")).unwrap();
+    std::os::unix::fs::symlink(
+        "/usr/share/gocode/src/gotest.tools",
+        gopath.join("src/gotest.tools/v3"),
+    )
+    .unwrap();
+    let bin = gopath.join("graphtest.test");
+    let cache = Path::new(env!("CARGO_TARGET_TMPDIR")).join("go-cache");
+    let out = Command::new("go")
+        .args(["test", "-c", "-o"])
+        .arg(&bin)
+        .arg(".")
+        .current_dir(&pkg)
+        .env("GO111MODULE", "off")
+        .env("GOFLAGS", "")
+        .env("GOPATH", format!("{}:/usr/share/gocode", gopath.display()))
+        .env("GOCACHE", cache)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "building moby's graphtest: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    bin
+}
+
+#[test]
+fn moby_graphtest_passes_through_dockerds_plugin_client() {
+    let name = "moby_graphtest_passes_through_dockerds_plugin_client";
+    if !is_root() {
+        eprintln!("{name}: skipped: the plugin mounts unions (FUSE, overlayfs), which needs root");
+        return;
+    }
+    if let Err(why) = go_prerequisites() {
+        eprintln!("{name}: skipped: {why}");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let bin = build_graphtest(&t.join("gopath"));
+    let served = Served::start(t, &[]);
+    let scratch = t.join("scratch");
+    std::fs::create_dir_all(&scratch).unwrap();
+    let out = Command::new(&bin)
+        .arg("-test.v")
+        .env("AUFS_PLUGIN_SOCKET", &served.socket)
+        // graphtest makes its roots under TMPDIR.
+        .env("TMPDIR", &scratch)
+        .current_dir(t)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let log = std::fs::read_to_string(t.join("plugin.log")).unwrap_or_default();
+    assert!(
+        out.status.success(),
+        "moby's graphtest failed:\n{stdout}\n{}\nplugin log:\n{log}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for case in [
+        "Setup",
+        "CreateEmpty",
+        "CreateBase",
+        "CreateSnap",
+        "128LayerRead",
+        "DiffApply10Files",
+        "Changes",
+        "Teardown",
+    ] {
+        assert!(
+            stdout.contains(&format!("--- PASS: TestPlugin{case} ")),
+            "TestPlugin{case} did not pass:\n{stdout}"
+        );
+    }
+    assert!(!stdout.contains("--- SKIP"), "{stdout}");
+    drop(served);
+    assert!(mounts_under(t).is_empty(), "{:?}", mounts_under(t));
+}
+
+#[test]
+fn the_plugin_survives_its_own_kill_9_and_a_second_init() {
+    let name = "the_plugin_survives_its_own_kill_9_and_a_second_init";
+    if !is_root() {
+        eprintln!("{name}: skipped: the plugin mounts unions (FUSE, overlayfs), which needs root");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let home = t.join("data/aufs-rs");
+    let init = serde_json::json!({"Home": home, "Opts": null, "UIDMaps": null, "GIDMaps": null});
+    let p = Served::start(t, &[]);
+    p.call("GraphDriver.Init", init.clone());
+    p.call("GraphDriver.Create", serde_json::json!({"ID": "base"}));
+    p.call(
+        "GraphDriver.CreateReadWrite",
+        serde_json::json!({"ID": "ctr", "Parent": "base"}),
+    );
+    let dir = p.call("GraphDriver.Get", serde_json::json!({"ID": "ctr"}))["Dir"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(Path::new(&dir), home.join("mnt/ctr"));
+    std::fs::write(Path::new(&dir).join("kept"), "x").unwrap();
+    p.kill9();
+
+    // dockerd starts again: Activate, Init, Capabilities, then Get/Put of
+    // its old containers with no Exists first.
+    let p = Served::start(t, &[]);
+    let manifest = p.call("Plugin.Activate", serde_json::json!({}));
+    assert_eq!(manifest["Implements"], serde_json::json!(["GraphDriver"]));
+    p.call("GraphDriver.Init", init.clone());
+    p.call("GraphDriver.Init", init);
+    let caps = p.call("GraphDriver.Capabilities", serde_json::json!({}));
+    assert_eq!(
+        caps["Capabilities"]["ReproducesExactDiffs"],
+        serde_json::json!(false)
+    );
+    let again = p.call("GraphDriver.Get", serde_json::json!({"ID": "ctr"}))["Dir"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(again, dir, "Get gives the same path every time");
+    assert_eq!(
+        std::fs::read_to_string(Path::new(&dir).join("kept")).unwrap(),
+        "x"
+    );
+    // Two references now: the one from before the kill and this one.
+    p.call("GraphDriver.Put", serde_json::json!({"ID": "ctr"}));
+    assert!(mounts_under(&home)
+        .iter()
+        .any(|m| Path::new(m) == Path::new(&dir)));
+    p.call("GraphDriver.Put", serde_json::json!({"ID": "ctr"}));
+    assert!(
+        !mounts_under(&home)
+            .iter()
+            .any(|m| Path::new(m) == Path::new(&dir)),
+        "the last Put unmounts"
+    );
+    let changes = p.call(
+        "GraphDriver.Changes",
+        serde_json::json!({"ID": "ctr", "Parent": "base"}),
+    );
+    assert_eq!(
+        changes["Changes"],
+        serde_json::json!([{"Path": "/kept", "Kind": 1}])
+    );
+    p.call("GraphDriver.Remove", serde_json::json!({"ID": "ctr"}));
+    // Removing a layer already gone succeeds, as dockerd expects.
+    p.call("GraphDriver.Remove", serde_json::json!({"ID": "ctr"}));
+    p.call("GraphDriver.Remove", serde_json::json!({"ID": "base"}));
+    let exists = p.call("GraphDriver.Exists", serde_json::json!({"ID": "base"}));
+    assert_eq!(
+        exists.get("Exists"),
+        None,
+        "false is left out, as Go's omitempty"
+    );
+    let (status, body) = p.post("GraphDriver.Get", br#"{"ID":"base"}"#);
+    assert_eq!(status, 500);
+    let err: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert!(err["Err"].as_str().unwrap().contains("base"), "{err}");
+    drop(p);
+    assert!(mounts_under(t).is_empty(), "{:?}", mounts_under(t));
+}
