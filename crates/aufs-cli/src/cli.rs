@@ -227,7 +227,9 @@ pub enum ServeCommand {
         /// The plugin's name, the one given to `--storage-driver`.
         #[arg(long, default_value = "aufs-rs", value_parser = plugin_name)]
         name: String,
-        /// Listen here instead of /run/docker/plugins/NAME.sock.
+        /// Listen here instead of /run/docker/plugins/NAME.sock (dockerd
+        /// then needs a spec file naming it). The last Init is kept beside
+        /// it, as STEM.init.json.
         #[arg(long)]
         socket: Option<Utf8PathBuf>,
         /// Tell dockerd that `Diff` of a layer gives back the bytes it was

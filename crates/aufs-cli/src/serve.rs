@@ -4,7 +4,9 @@
 use crate::cli::{Backend, Cli, ServeCommand};
 use crate::wiring::open_driver_at;
 use crate::Failure;
-use aufs_docker_plugin::{bind, default_socket, serve, DriverOpener, Plugin, PluginConfig};
+use aufs_docker_plugin::{
+    bind, default_socket, init_file_for, serve, DriverOpener, Plugin, PluginConfig,
+};
 use aufs_driver::async_facade::{AsyncDriver, AsyncGraphDriver};
 use aufs_model::IdMappings;
 use camino::Utf8Path;
@@ -33,7 +35,9 @@ pub fn run(cli: &Cli, command: &ServeCommand) -> Result<(), Failure> {
         socket,
         exact_diffs,
     } = command;
+    let socket = socket.clone().unwrap_or_else(|| default_socket(name));
     let config = PluginConfig {
+        init_file: Some(init_file_for(&socket)),
         name: name.clone(),
         exact_diffs: *exact_diffs,
         // Where SELinux is off, a mount label means nothing.
@@ -55,7 +59,7 @@ pub fn run(cli: &Cli, command: &ServeCommand) -> Result<(), Failure> {
         {
             Some(l) => (l, None),
             None => {
-                let path = socket.clone().unwrap_or_else(|| default_socket(name));
+                let path = socket.clone();
                 let l = bind(&path)
                     .await
                     .map_err(|e| Failure::Error(format!("listening on {path}: {e}")))?;
@@ -63,6 +67,12 @@ pub fn run(cli: &Cli, command: &ServeCommand) -> Result<(), Failure> {
             }
         };
         tracing::info!(plugin = %name, socket = ?bound, "serving the graph driver plugin");
+        // Restarted under a running dockerd, which will not Init again.
+        match plugin.restore().await {
+            Ok(Some(home)) => tracing::info!(%home, "root of the last Init open again"),
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e, "cannot open the root of the last Init; waiting for dockerd's"),
+        }
         serve(listener, plugin, shutdown()).await;
         if let Some(path) = bound {
             let _ = std::fs::remove_file(&path);

@@ -305,18 +305,9 @@ fn the_plugin_survives_its_own_kill_9_and_a_second_init() {
     std::fs::write(Path::new(&dir).join("kept"), "x").unwrap();
     p.kill9();
 
-    // dockerd starts again: Activate, Init, Capabilities, then Get/Put of
-    // its old containers with no Exists first.
+    // A running dockerd goes on calling the plugin that came back without
+    // calling Init again: the plugin opens the root of the last Init itself.
     let p = Served::start(t, &[]);
-    let manifest = p.call("Plugin.Activate", serde_json::json!({}));
-    assert_eq!(manifest["Implements"], serde_json::json!(["GraphDriver"]));
-    p.call("GraphDriver.Init", init.clone());
-    p.call("GraphDriver.Init", init);
-    let caps = p.call("GraphDriver.Capabilities", serde_json::json!({}));
-    assert_eq!(
-        caps["Capabilities"]["ReproducesExactDiffs"],
-        serde_json::json!(false)
-    );
     let again = p.call("GraphDriver.Get", serde_json::json!({"ID": "ctr"}))["Dir"]
         .as_str()
         .unwrap()
@@ -326,11 +317,29 @@ fn the_plugin_survives_its_own_kill_9_and_a_second_init() {
         std::fs::read_to_string(Path::new(&dir).join("kept")).unwrap(),
         "x"
     );
-    // Two references now: the one from before the kill and this one.
-    p.call("GraphDriver.Put", serde_json::json!({"ID": "ctr"}));
-    assert!(mounts_under(&home)
-        .iter()
-        .any(|m| Path::new(m) == Path::new(&dir)));
+    // dockerd starts again: Activate, Init, Capabilities, then Get/Put of
+    // its old containers with no Exists first.
+    let manifest = p.call("Plugin.Activate", serde_json::json!({}));
+    assert_eq!(manifest["Implements"], serde_json::json!(["GraphDriver"]));
+    p.call("GraphDriver.Init", init.clone());
+    p.call("GraphDriver.Init", init);
+    let caps = p.call("GraphDriver.Capabilities", serde_json::json!({}));
+    assert_eq!(
+        caps["Capabilities"]["ReproducesExactDiffs"],
+        serde_json::json!(false)
+    );
+    let third = p.call("GraphDriver.Get", serde_json::json!({"ID": "ctr"}))["Dir"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(third, dir);
+    // Three references now: before the kill, after it, after the Init.
+    for _ in 0..2 {
+        p.call("GraphDriver.Put", serde_json::json!({"ID": "ctr"}));
+        assert!(mounts_under(&home)
+            .iter()
+            .any(|m| Path::new(m) == Path::new(&dir)));
+    }
     p.call("GraphDriver.Put", serde_json::json!({"ID": "ctr"}));
     assert!(
         !mounts_under(&home)

@@ -25,4 +25,4 @@ pub mod wire;
 
 pub use error::PluginError;
 pub use plugin::{DriverOpener, Plugin, PluginConfig};
-pub use server::{bind, default_socket, serve};
+pub use server::{bind, default_socket, init_file_for, serve};

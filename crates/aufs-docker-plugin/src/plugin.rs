@@ -34,6 +34,10 @@ pub struct PluginConfig {
     /// Whether mount labels are passed to the driver. Where SELinux is off
     /// a label means nothing and a `context=` option would fail the mount.
     pub selinux: bool,
+    /// Where the last `Init` is kept, so a restarted plugin opens the same
+    /// root at once: dockerd calls `Init` only when it starts itself, and
+    /// goes on calling a plugin that came back without calling it again.
+    pub init_file: Option<Utf8PathBuf>,
 }
 
 struct Opened {
@@ -87,6 +91,7 @@ impl Plugin {
     /// and maps (dockerd restarted) keeps the open driver; another home
     /// opens that one instead.
     pub async fn init(&self, req: InitRequest) -> Result<(), PluginError> {
+        let req_copy = req.clone();
         let opts = req.opts.unwrap_or_default();
         if !opts.is_empty() {
             return Err(PluginError::StorageOptions {
@@ -126,7 +131,39 @@ impl Plugin {
             })?;
         tracing::info!(%home, "Init: root open");
         *opened = Some(Opened { home, maps, driver });
+        if let Some(file) = &self.config.init_file {
+            if let Err(e) = save_init(file, &req_copy) {
+                tracing::warn!(file = %file, error = %e, "cannot keep the Init for a restart; after one, dockerd must be restarted too");
+            }
+        }
         Ok(())
+    }
+
+    /// Opens the root of the `Init` kept in [`PluginConfig::init_file`],
+    /// if there is one: the plugin was restarted under a running dockerd.
+    /// Returns the home opened.
+    pub async fn restore(&self) -> Result<Option<String>, PluginError> {
+        let Some(file) = &self.config.init_file else {
+            return Ok(None);
+        };
+        let bytes = match std::fs::read(file) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => {
+                return Err(invalid(
+                    "Init",
+                    format!("reading the kept Init {file}: {e}"),
+                ));
+            }
+        };
+        let req: InitRequest =
+            serde_json::from_slice(&bytes).map_err(|source| PluginError::BadRequest {
+                method: format!("Init kept in {file}"),
+                source,
+            })?;
+        let home = req.home.clone();
+        self.init(req).await?;
+        Ok(Some(home))
     }
 
     /// `GraphDriver.Capabilities`.
@@ -283,6 +320,18 @@ impl Plugin {
         let (id, parent) = against(d.as_ref(), "Diff", id, parent).await?;
         Ok(d.diff(id, parent, out).await?)
     }
+}
+
+/// Writes the `Init` request to `file` atomically (a whole file or none).
+fn save_init(file: &Utf8Path, req: &InitRequest) -> std::io::Result<()> {
+    if let Some(dir) = file.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let tmp = Utf8PathBuf::from(format!("{file}.tmp"));
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(&serde_json::to_vec(req).map_err(std::io::Error::other)?)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, file)
 }
 
 fn invalid(method: &str, reason: String) -> PluginError {

@@ -19,6 +19,14 @@ pub fn default_socket(name: &str) -> Utf8PathBuf {
     Utf8PathBuf::from(format!("/run/docker/plugins/{name}.sock"))
 }
 
+/// Where the plugin on `socket` keeps dockerd's last `Init`: beside the
+/// socket (`/run/docker/plugins/NAME.init.json`), on the same tmpfs, so a
+/// reboot forgets it as dockerd's own state of the plugin is forgotten.
+pub fn init_file_for(socket: &Utf8Path) -> Utf8PathBuf {
+    let stem = socket.file_stem().unwrap_or("plugin");
+    socket.with_file_name(format!("{stem}.init.json"))
+}
+
 /// Binds `path`, creating its directory. A socket file nobody answers on
 /// (left by a plugin that was killed) is replaced; one that answers is
 /// another plugin's, and binding fails.

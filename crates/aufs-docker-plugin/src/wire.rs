@@ -40,7 +40,7 @@ pub struct WireIdMap {
 }
 
 /// `graphDriverInitRequest`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct InitRequest {
     /// `Home`: `<data-root>/<plugin name>`, the driver's root.

@@ -241,6 +241,7 @@ impl Rig {
                 name: "aufs-rs".into(),
                 exact_diffs: false,
                 selinux,
+                init_file: None,
             },
             opener.clone(),
         ));
