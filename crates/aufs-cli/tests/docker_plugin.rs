@@ -29,17 +29,31 @@ struct Served {
 }
 
 impl Served {
+    /// On `dir/plugin.sock`.
     fn start(dir: &Path, extra: &[&str]) -> Served {
         let socket = dir.join("plugin.sock");
+        let mut args = vec!["--socket", socket.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        Served::spawn(dir, socket.clone(), &args)
+    }
+
+    /// As `--name NAME`, on the socket dockerd looks for.
+    fn named(dir: &Path, name: &str, extra: &[&str]) -> Served {
+        let socket = PathBuf::from(format!("/run/docker/plugins/{name}.sock"));
+        let mut args = vec!["--name", name];
+        args.extend_from_slice(extra);
+        Served::spawn(dir, socket, &args)
+    }
+
+    fn spawn(dir: &Path, socket: PathBuf, args: &[&str]) -> Served {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(dir.join("plugin.log"))
             .unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_aufsctl"))
-            .args(["-vv", "serve", "docker", "--socket"])
-            .arg(&socket)
-            .args(extra)
+            .args(["-vv", "serve", "docker"])
+            .args(args)
             .env_remove("AUFSCTL_LOG")
             .stdout(Stdio::null())
             .stderr(log)
@@ -370,5 +384,287 @@ fn the_plugin_survives_its_own_kill_9_and_a_second_init() {
     let err: serde_json::Value = serde_json::from_slice(&body).unwrap();
     assert!(err["Err"].as_str().unwrap().contains("base"), "{err}");
     drop(p);
+    assert!(mounts_under(t).is_empty(), "{:?}", mounts_under(t));
+}
+
+/// A private dockerd 20.10 on the plugin `driver`, stopped on drop.
+struct Dockerd {
+    child: Child,
+    dir: PathBuf,
+}
+
+impl Dockerd {
+    fn start(dir: &Path, driver: &str) -> Dockerd {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("dockerd.log"))
+            .unwrap();
+        let child = Command::new("dockerd")
+            .args(["--experimental", "--storage-driver", driver])
+            .args(["--iptables=false", "--ip6tables=false", "--bridge=none"])
+            .arg("--data-root")
+            .arg(dir.join("data"))
+            .arg("--exec-root")
+            .arg(dir.join("exec"))
+            .arg("--pidfile")
+            .arg(dir.join("dockerd.pid"))
+            .arg("-H")
+            .arg(format!("unix://{}", dir.join("docker.sock").display()))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let d = Dockerd {
+            child,
+            dir: dir.to_owned(),
+        };
+        let start = Instant::now();
+        while !d.docker(&["info"]).status.success() {
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "dockerd did not start:\n{}",
+                std::fs::read_to_string(dir.join("dockerd.log")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        d
+    }
+
+    fn docker(&self, args: &[&str]) -> std::process::Output {
+        Command::new("docker")
+            .env(
+                "DOCKER_HOST",
+                format!("unix://{}", self.dir.join("docker.sock").display()),
+            )
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let o = self.docker(args);
+        assert!(
+            o.status.success(),
+            "docker {args:?}: {}\nplugin log tail:\n{}",
+            String::from_utf8_lossy(&o.stderr),
+            tail(&self.dir.join("plugin.log"))
+        );
+        String::from_utf8(o.stdout).unwrap()
+    }
+
+    fn stop(mut self) {
+        self.terminate();
+        std::mem::forget(self);
+    }
+
+    fn terminate(&mut self) {
+        let _ = Command::new("kill")
+            .arg(self.child.id().to_string())
+            .status();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Dockerd {
+    fn drop(&mut self) {
+        self.terminate();
+    }
+}
+
+fn tail(path: &Path) -> String {
+    let log = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = log.lines().collect();
+    lines[lines.len().saturating_sub(20)..].join("\n")
+}
+
+fn sha256_hex(path: &Path) -> String {
+    let out = Command::new("sha256sum").arg(path).output().unwrap();
+    String::from_utf8(out.stdout).unwrap()[..64].to_owned()
+}
+
+/// Checks a `docker save` tarball: each layer tar's sha256 is the image's
+/// DiffID at its place and the config is named by its own digest.
+fn verify_save(d: &Dockerd, image: &str, tarball: &Path) {
+    let unpacked = tarball.with_extension("d");
+    std::fs::create_dir_all(&unpacked).unwrap();
+    assert!(Command::new("tar")
+        .arg("-C")
+        .arg(&unpacked)
+        .arg("-xf")
+        .arg(tarball)
+        .status()
+        .unwrap()
+        .success());
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(unpacked.join("manifest.json")).unwrap()).unwrap();
+    let config = manifest[0]["Config"].as_str().unwrap();
+    assert_eq!(
+        format!("{}.json", sha256_hex(&unpacked.join(config))),
+        config,
+        "the config's digest"
+    );
+    let diff_ids: Vec<String> = serde_json::from_str(
+        d.ok(&[
+            "image",
+            "inspect",
+            image,
+            "--format",
+            "{{json .RootFS.Layers}}",
+        ])
+        .trim(),
+    )
+    .unwrap();
+    let layers: Vec<String> = manifest[0]["Layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| format!("sha256:{}", sha256_hex(&unpacked.join(l.as_str().unwrap()))))
+        .collect();
+    assert_eq!(layers, diff_ids, "each layer's bytes hash to its DiffID");
+}
+
+/// A busybox-static root filesystem as a tarball.
+fn busybox_rootfs(t: &Path) -> PathBuf {
+    let root = t.join("rootfs");
+    for d in ["bin", "etc", "tmp"] {
+        std::fs::create_dir_all(root.join(d)).unwrap();
+    }
+    std::fs::copy("/bin/busybox", root.join("bin/busybox")).unwrap();
+    for applet in ["sh", "true", "ls", "rm", "echo", "cat", "mkdir", "sleep"] {
+        std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
+    }
+    std::fs::write(root.join("etc/os-release"), "NAME=busybox\n").unwrap();
+    let tarball = t.join("rootfs.tar");
+    assert!(Command::new("tar")
+        .arg("-C")
+        .arg(&root)
+        .arg("-cf")
+        .arg(&tarball)
+        .arg(".")
+        .status()
+        .unwrap()
+        .success());
+    tarball
+}
+
+fn is_busybox_static() -> bool {
+    Command::new("file")
+        .arg("-L")
+        .arg("/bin/busybox")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).contains("statically linked"))
+        .unwrap_or_else(|_| Path::new("/bin/busybox").exists())
+}
+
+#[test]
+fn dockerd_20_10_runs_on_the_plugin() {
+    let name = "dockerd_20_10_runs_on_the_plugin";
+    if !is_root() {
+        eprintln!("{name}: skipped: dockerd and the plugin's mounts need root");
+        return;
+    }
+    if Command::new("dockerd").arg("--version").output().is_err() {
+        eprintln!("{name}: skipped: no dockerd (apt-get install docker.io)");
+        return;
+    }
+    if !Path::new("/bin/busybox").exists() || !is_busybox_static() {
+        eprintln!("{name}: skipped: no static /bin/busybox (apt-get install busybox-static)");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    // A name of its own: the socket is where dockerd looks, shared by all.
+    let plugin = format!("aufs-rs-test-{}", std::process::id());
+    let init_file = PathBuf::from(format!("/run/docker/plugins/{plugin}.init.json"));
+    let home = t.join("data").join(&plugin);
+    let p = Served::named(t, &plugin, &[]);
+    let d = Dockerd::start(t, &plugin);
+    let info = d.ok(&["info", "--format", "{{.Driver}} {{json .DriverStatus}}"]);
+    assert!(info.starts_with(&format!("{plugin} ")), "{info}");
+    assert!(
+        info.contains(&format!("[\"Root Dir\",\"{}\"]", home.display())),
+        "{info}"
+    );
+
+    // A one-layer image from a rootfs tarball (ApplyDiff), a container that
+    // writes and deletes files, and its changes as docker diff shows them.
+    let rootfs = busybox_rootfs(t);
+    d.ok(&["import", rootfs.to_str().unwrap(), "bb:1"]);
+    d.ok(&[
+        "run",
+        "--name",
+        "c1",
+        "bb:1",
+        "sh",
+        "-c",
+        "echo hi > /hello && rm /bin/ls && mkdir /made",
+    ]);
+    assert_eq!(
+        d.ok(&["diff", "c1"]),
+        "C /bin\nD /bin/ls\nA /hello\nA /made\n"
+    );
+    // Commit: a second layer (Diff of the container, ApplyDiff of it).
+    d.ok(&["commit", "c1", "bb:2"]);
+    assert_eq!(d.ok(&["run", "--rm", "bb:2", "cat", "/hello"]), "hi\n");
+    assert!(!d
+        .docker(&["run", "--rm", "bb:2", "ls", "/"])
+        .status
+        .success());
+    let saved = t.join("bb2.tar");
+    d.ok(&["save", "-o", saved.to_str().unwrap(), "bb:2"]);
+    verify_save(&d, "bb:2", &saved);
+
+    // docker load of the two-layer image into an empty store.
+    d.ok(&["rm", "c1"]);
+    d.ok(&["rmi", "bb:2", "bb:1"]);
+    assert_eq!(std::fs::read_dir(home.join("layers")).unwrap().count(), 0);
+    let loaded = d.ok(&["load", "-i", saved.to_str().unwrap()]);
+    assert!(loaded.contains("Loaded image: bb:2"), "{loaded}");
+    assert_eq!(d.ok(&["run", "--rm", "bb:2", "cat", "/hello"]), "hi\n");
+
+    // A running container while the plugin is killed and comes back.
+    d.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "long",
+        "bb:2",
+        "sh",
+        "-c",
+        "echo start > /log; while true; do sleep 1; done",
+    ]);
+    p.kill9();
+    let p = Served::named(t, &plugin, &[]);
+    assert_eq!(d.ok(&["exec", "long", "cat", "/log"]), "start\n");
+    assert_eq!(d.ok(&["diff", "long"]), "A /log\n");
+    d.ok(&["stop", "-t", "1", "long"]);
+
+    // dockerd restarts (Init again, no Exists before Get of old containers);
+    // this time the plugin says its diffs are exact.
+    d.stop();
+    drop(p);
+    let p = Served::named(t, &plugin, &["--exact-diffs"]);
+    let d = Dockerd::start(t, &plugin);
+    d.ok(&["start", "long"]);
+    assert_eq!(d.ok(&["exec", "long", "cat", "/log"]), "start\n");
+    d.ok(&["stop", "-t", "1", "long"]);
+    d.ok(&["commit", "long", "bb:3"]);
+    let saved3 = t.join("bb3.tar");
+    d.ok(&["save", "-o", saved3.to_str().unwrap(), "bb:3"]);
+    verify_save(&d, "bb:3", &saved3);
+
+    // Nothing left: no layer, no mount.
+    d.ok(&["rm", "long"]);
+    d.ok(&["rmi", "bb:3", "bb:2"]);
+    assert_eq!(
+        std::fs::read_dir(home.join("layers")).unwrap().count(),
+        0,
+        "every layer removed"
+    );
+    assert!(mounts_under(&home).is_empty(), "{:?}", mounts_under(&home));
+    d.stop();
+    drop(p);
+    let _ = std::fs::remove_file(init_file);
     assert!(mounts_under(t).is_empty(), "{:?}", mounts_under(t));
 }
