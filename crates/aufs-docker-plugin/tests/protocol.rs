@@ -32,6 +32,8 @@ struct Recording {
     diff_fails_after: Option<usize>,
     /// Told when `apply_diff` has read its first bytes.
     first_read: Mutex<Option<oneshot::Sender<()>>>,
+    /// `get` of `wait` waits here for all its peers.
+    barrier: Option<Arc<tokio::sync::Barrier>>,
 }
 
 impl Recording {
@@ -88,6 +90,11 @@ impl AsyncGraphDriver for Recording {
         }
     }
     async fn get(&self, id: LayerId, mount_label: String) -> R<Utf8PathBuf> {
+        if id.as_str().starts_with("wait") {
+            if let Some(b) = &self.barrier {
+                b.wait().await;
+            }
+        }
         self.log(format!("get {id} {mount_label:?}"));
         Ok(Utf8PathBuf::from(format!(
             "/var/lib/docker/aufs-rs/mnt/{id}"
@@ -221,7 +228,7 @@ impl DriverOpener for Opener {
 
 /// A plugin served on a socket in a temp dir, and a client connection.
 struct Rig {
-    _tmp: tempfile::TempDir,
+    tmp: tempfile::TempDir,
     socket: std::path::PathBuf,
     opener: Arc<Opener>,
     driver: Arc<Recording>,
@@ -229,6 +236,14 @@ struct Rig {
 
 impl Rig {
     async fn new(driver: Recording, selinux: bool) -> Rig {
+        Rig::with_init_file(driver, selinux, None).await
+    }
+
+    async fn with_init_file(
+        driver: Recording,
+        selinux: bool,
+        init_file: Option<Utf8PathBuf>,
+    ) -> Rig {
         let tmp = tempfile::tempdir().unwrap();
         let socket = tmp.path().join("plugins/aufs-rs.sock");
         let driver = Arc::new(driver);
@@ -241,7 +256,7 @@ impl Rig {
                 name: "aufs-rs".into(),
                 exact_diffs: false,
                 selinux,
-                init_file: None,
+                init_file,
             },
             opener.clone(),
         ));
@@ -249,7 +264,7 @@ impl Rig {
         let listener = aufs_docker_plugin::bind(&path).await.unwrap();
         tokio::spawn(serve(listener, plugin, std::future::pending()));
         Rig {
-            _tmp: tmp,
+            tmp,
             socket,
             opener,
             driver,
@@ -672,6 +687,97 @@ async fn unknown_endpoints_are_not_found_and_bad_json_is_a_bad_request() {
         v["Err"].as_str().unwrap().starts_with("bad Get request"),
         "{v}"
     );
+}
+
+#[tokio::test]
+async fn requests_on_several_connections_are_served_at_once() {
+    let rig = Arc::new(
+        Rig::new(
+            Recording {
+                barrier: Some(Arc::new(tokio::sync::Barrier::new(4))),
+                ..Recording::default()
+            },
+            false,
+        )
+        .await,
+    );
+    rig.init().await;
+    // Each Get waits in the driver until all four are there: served one
+    // after another, none would ever return.
+    let calls = (0..4).map(|i| {
+        let rig = rig.clone();
+        tokio::spawn(async move {
+            rig.call("GraphDriver.Get", json!({"ID": format!("wait{i}")}))
+                .await
+        })
+    });
+    let all = tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        futures_join(calls.collect()),
+    )
+    .await
+    .expect("concurrent requests are served concurrently");
+    for (s, v) in all {
+        assert_eq!(s, StatusCode::OK, "{v}");
+    }
+}
+
+async fn futures_join<T>(handles: Vec<tokio::task::JoinHandle<T>>) -> Vec<T> {
+    let mut out = Vec::new();
+    for h in handles {
+        out.push(h.await.unwrap());
+    }
+    out
+}
+
+#[tokio::test]
+async fn a_restarted_plugin_opens_the_root_of_the_last_init() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = Utf8PathBuf::from_path_buf(dir.path().join("aufs-rs.init.json")).unwrap();
+    let first = Rig::with_init_file(Recording::default(), false, Some(file.clone())).await;
+    let (s, _) = first
+        .call(
+            "GraphDriver.Init",
+            json!({"Home": "/data/aufs-rs", "UIDMaps": [{"container_id": 0, "host_id": 1000, "size": 10}]}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    // The plugin comes back; dockerd does not call Init again.
+    let opener = Arc::new(Opener {
+        driver: Arc::new(Recording::default()),
+        opened: Mutex::new(Vec::new()),
+    });
+    let again = Plugin::new(
+        PluginConfig {
+            name: "aufs-rs".into(),
+            exact_diffs: false,
+            selinux: false,
+            init_file: Some(file),
+        },
+        opener.clone(),
+    );
+    assert_eq!(
+        again.restore().await.unwrap().as_deref(),
+        Some("/data/aufs-rs")
+    );
+    let opened = opener.opened.lock().unwrap().clone();
+    assert_eq!(opened.len(), 1);
+    assert_eq!(opened[0].0, "/data/aufs-rs");
+    assert_eq!(opened[0].1.uids[0].host_id, 1000);
+    assert!(again.exists("here").await.unwrap());
+    // With no kept Init there is nothing to open.
+    let none = Plugin::new(
+        PluginConfig {
+            name: "aufs-rs".into(),
+            exact_diffs: false,
+            selinux: false,
+            init_file: Some(
+                Utf8PathBuf::from_path_buf(first.tmp.path().join("none.json")).unwrap(),
+            ),
+        },
+        opener,
+    );
+    assert_eq!(none.restore().await.unwrap(), None);
 }
 
 #[test]
