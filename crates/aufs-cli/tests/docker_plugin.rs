@@ -668,3 +668,103 @@ fn dockerd_20_10_runs_on_the_plugin() {
     let _ = std::fs::remove_file(init_file);
     assert!(mounts_under(t).is_empty(), "{:?}", mounts_under(t));
 }
+
+/// The plugin's peak resident memory (`VmHWM`), in bytes.
+fn peak_rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .unwrap()
+        .trim()
+        .trim_end_matches(" kB")
+        .trim()
+        .parse()
+        .unwrap();
+    kb * 1024
+}
+
+#[test]
+fn hundreds_of_mb_stream_through_the_plugin_in_bounded_memory() {
+    let name = "hundreds_of_mb_stream_through_the_plugin_in_bounded_memory";
+    if !is_root() {
+        eprintln!("{name}: skipped: the plugin's root is made as Docker's, owned by root");
+        return;
+    }
+    const SIZE: u64 = 384 << 20;
+    const CHUNK: usize = 1 << 20;
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let p = Served::start(t, &[]);
+    p.call(
+        "GraphDriver.Init",
+        serde_json::json!({"Home": t.join("data/aufs-rs")}),
+    );
+    p.call("GraphDriver.Create", serde_json::json!({"ID": "big"}));
+
+    // ApplyDiff as moby's client sends an io.Reader: chunked, generated
+    // here as it goes (a tar of one 384 MiB file of a non-zero pattern).
+    let mut s = UnixStream::connect(&p.socket).unwrap();
+    write!(
+        s,
+        "POST /GraphDriver.ApplyDiff?id=big&parent= HTTP/1.1\r\nHost: plugin\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut header = tar::Header::new_ustar();
+    header.set_path("big.bin").unwrap();
+    header.set_size(SIZE);
+    header.set_mode(0o644);
+    header.set_mtime(1_600_000_000);
+    header.set_cksum();
+    let mut send = |data: &[u8]| {
+        write!(s, "{:x}\r\n", data.len()).unwrap();
+        s.write_all(data).unwrap();
+        s.write_all(b"\r\n").unwrap();
+    };
+    send(header.as_bytes());
+    let pattern: Vec<u8> = (0..CHUNK).map(|i| (i % 251) as u8 + 1).collect();
+    for _ in 0..SIZE / CHUNK as u64 {
+        send(&pattern);
+    }
+    send(&[0; 1024]);
+    s.write_all(b"0\r\n\r\n").unwrap();
+    let mut reply = Vec::new();
+    s.read_to_end(&mut reply).unwrap();
+    let reply = String::from_utf8_lossy(&reply);
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    assert!(reply.contains(&format!("\"Size\":{SIZE}")), "{reply}");
+
+    // Diff back: the raw tarball, counted as it arrives, never kept.
+    let mut s = UnixStream::connect(&p.socket).unwrap();
+    let body = br#"{"ID":"big"}"#;
+    write!(
+        s,
+        "POST /GraphDriver.Diff HTTP/1.1\r\nHost: plugin\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )
+    .unwrap();
+    s.write_all(body).unwrap();
+    let mut total = 0u64;
+    let mut buf = vec![0; CHUNK];
+    loop {
+        let n = s.read(&mut buf).unwrap();
+        if n == 0 {
+            break;
+        }
+        total += n as u64;
+    }
+    assert!(total > SIZE + 1024, "{total} bytes of reply");
+    let peak = peak_rss(p.child.id());
+    eprintln!(
+        "{name}: plugin peak RSS {} MiB for {} MiB each way",
+        peak >> 20,
+        SIZE >> 20
+    );
+    assert!(
+        peak < 128 << 20,
+        "the plugin peaked at {} MiB for a {} MiB layer each way",
+        peak >> 20,
+        SIZE >> 20
+    );
+    p.call("GraphDriver.Remove", serde_json::json!({"ID": "big"}));
+}
