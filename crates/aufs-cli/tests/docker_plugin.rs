@@ -87,7 +87,12 @@ impl Served {
         .unwrap();
         s.write_all(body).unwrap();
         let mut reply = Vec::new();
-        s.read_to_end(&mut reply).unwrap();
+        s.read_to_end(&mut reply).unwrap_or_else(|e| {
+            panic!(
+                "{method}: reading the reply: {e}\nplugin log tail:\n{}",
+                tail(&self.dir.join("plugin.log"))
+            )
+        });
         let end = reply
             .windows(4)
             .position(|w| w == b"\r\n\r\n")

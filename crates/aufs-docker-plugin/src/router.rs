@@ -5,7 +5,9 @@
 
 use crate::error::PluginError;
 use crate::plugin::Plugin;
-use crate::stream::{forward_body, ChannelBody, ChannelReader, ChannelWriter, CHANNEL_DEPTH};
+use crate::stream::{
+    drain, forward_body, ChannelBody, ChannelReader, ChannelWriter, CHANNEL_DEPTH,
+};
 use crate::wire::{DriverRequest, DriverResponse, InitRequest, Manifest, GRAPH_DRIVER, MIME_TYPE};
 use bytes::Bytes;
 use http_body::Body;
@@ -36,19 +38,25 @@ where
     let path = req.uri().path().trim_start_matches('/').to_owned();
     let query = req.uri().query().unwrap_or("").to_owned();
     let reply = match path.as_str() {
-        "Plugin.Activate" => Ok(json(
-            StatusCode::OK,
-            &Manifest {
-                implements: vec![GRAPH_DRIVER.to_owned()],
-            },
-        )),
+        "Plugin.Activate" => {
+            drain(req.into_body()).await;
+            Ok(json(
+                StatusCode::OK,
+                &Manifest {
+                    implements: vec![GRAPH_DRIVER.to_owned()],
+                },
+            ))
+        }
         "GraphDriver.ApplyDiff" => apply_diff(&plugin, &query, req.into_body()).await,
         "GraphDriver.Diff" => match read_json::<DriverRequest, B>("Diff", req.into_body()).await {
             Ok(r) => diff(&plugin, r).await,
             Err(e) => Err(e),
         },
         m if m.starts_with("GraphDriver.") => call(&plugin, m, req.into_body()).await,
-        m => Err(PluginError::UnknownMethod(m.to_owned())),
+        m => {
+            drain(req.into_body()).await;
+            Err(PluginError::UnknownMethod(m.to_owned()))
+        }
     };
     Ok(reply.unwrap_or_else(|e| {
         tracing::warn!(method = %path, error = %e, "plugin call failed");
@@ -163,6 +171,31 @@ where
     B: Body<Data = Bytes> + Send + Unpin + 'static,
     B::Error: std::fmt::Display + Send,
 {
+    let (id, parent) = match apply_query(query) {
+        Ok(q) => q,
+        Err(e) => {
+            drain(body).await;
+            return Err(e);
+        }
+    };
+    let (tx, rx) = mpsc::channel(CHANNEL_DEPTH);
+    let forward = tokio::spawn(forward_body(body, tx));
+    let size = plugin
+        .apply_diff(&id, &parent, Box::new(ChannelReader::new(rx)))
+        .await;
+    // The reader is gone with the apply: what it did not read is drained.
+    if let Ok(Some(rest)) = forward.await {
+        drain(rest).await;
+    }
+    let out = DriverResponse {
+        size: size?,
+        ..DriverResponse::default()
+    };
+    Ok(json(StatusCode::OK, &out))
+}
+
+/// `id` and `parent` of `ApplyDiff`'s query.
+fn apply_query(query: &str) -> Result<(String, String), PluginError> {
     let (mut id, mut parent) = (String::new(), String::new());
     for pair in query.split('&').filter(|p| !p.is_empty()) {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
@@ -176,17 +209,7 @@ where
             _ => {}
         }
     }
-    let (tx, rx) = mpsc::channel(CHANNEL_DEPTH);
-    let forward = tokio::spawn(forward_body(body, tx));
-    let size = plugin
-        .apply_diff(&id, &parent, Box::new(ChannelReader::new(rx)))
-        .await;
-    forward.abort();
-    let out = DriverResponse {
-        size: size?,
-        ..DriverResponse::default()
-    };
-    Ok(json(StatusCode::OK, &out))
+    Ok((id, parent))
 }
 
 /// Decodes `%XX` escapes and `+` (Go's query unescaping); `None` when an

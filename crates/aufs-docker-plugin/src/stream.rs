@@ -132,8 +132,9 @@ impl Read for ChannelReader {
 }
 
 /// Sends the data frames of `body` to `tx` until the body ends, the body
-/// fails (its error is sent) or the reader is gone.
-pub async fn forward_body<B>(mut body: B, tx: mpsc::Sender<Chunk>)
+/// fails (its error is sent) or the reader is gone; in that last case the
+/// rest of the body is handed back, to be drained.
+pub async fn forward_body<B>(mut body: B, tx: mpsc::Sender<Chunk>) -> Option<B>
 where
     B: Body<Data = Bytes> + Unpin,
     B::Error: std::fmt::Display,
@@ -149,7 +150,28 @@ where
             Err(e) => Err(format!("reading the request body: {e}")),
         };
         let failed = item.is_err();
-        if tx.send(item).await.is_err() || failed {
+        if tx.send(item).await.is_err() {
+            return Some(body);
+        }
+        if failed {
+            return None;
+        }
+    }
+    None
+}
+
+/// Reads what is left of a request body and throws it away. A reply sent
+/// while the client still writes its body would otherwise end in a closed
+/// connection (a reset on a Unix socket) instead of the reply: the client
+/// is told why the call failed, and a tarball's trailing padding after its
+/// end-of-archive blocks is taken as a well-behaved client sends it.
+pub async fn drain<B>(mut body: B)
+where
+    B: Body<Data = Bytes> + Unpin,
+{
+    use http_body_util::BodyExt;
+    while let Some(frame) = body.frame().await {
+        if frame.is_err() {
             return;
         }
     }

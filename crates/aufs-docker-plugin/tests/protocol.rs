@@ -780,6 +780,64 @@ async fn a_restarted_plugin_opens_the_root_of_the_last_init() {
     assert_eq!(none.restore().await.unwrap(), None);
 }
 
+#[tokio::test]
+async fn a_refused_apply_diff_still_gets_its_reply_while_the_body_is_sent() {
+    let rig = Rig::new(Recording::default(), false).await;
+    rig.init().await;
+    for uri in [
+        "/GraphDriver.ApplyDiff?id=a/b&parent=",
+        "/GraphDriver.ApplyDiff?id=%zz",
+    ] {
+        let mut c = rig.connect().await;
+        let (tx, rx) = mpsc::channel::<Result<Frame<Bytes>, std::io::Error>>(2);
+        let sender = tokio::spawn(async move {
+            for _ in 0..32 {
+                tx.send(Ok(Frame::data(Bytes::from(vec![1u8; 1 << 20]))))
+                    .await
+                    .unwrap();
+            }
+        });
+        let resp = c
+            .send_request(
+                Request::post(uri)
+                    .body(StreamBody::new(tokio_stream(rx)).boxed())
+                    .unwrap(),
+            )
+            .await
+            .expect("a reply, not a reset connection");
+        sender.await.unwrap();
+        assert_eq!(resp.status(), StatusCode::BAD_REQUEST, "{uri}");
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        let v: Value = serde_json::from_slice(&body).unwrap();
+        assert!(
+            v["Err"]
+                .as_str()
+                .unwrap()
+                .starts_with("bad ApplyDiff request"),
+            "{v}"
+        );
+    }
+    // Activate with a body, as a client may send one, on a kept-alive
+    // connection: the next call on it still works.
+    let mut c = rig.connect().await;
+    for method in ["/Plugin.Activate", "/GraphDriver.Capabilities"] {
+        let resp = c
+            .send_request(
+                Request::post(method)
+                    .body(
+                        Full::new(Bytes::from_static(b"{}\n"))
+                            .map_err(|e| match e {})
+                            .boxed(),
+                    )
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::OK, "{method}");
+        resp.into_body().collect().await.unwrap();
+    }
+}
+
 #[test]
 fn query_values_are_unescaped_as_go_does() {
     assert_eq!(percent_decode("abc%2Dinit").as_deref(), Some("abc-init"));
