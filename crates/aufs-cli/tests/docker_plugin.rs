@@ -773,3 +773,54 @@ fn hundreds_of_mb_stream_through_the_plugin_in_bounded_memory() {
     );
     p.call("GraphDriver.Remove", serde_json::json!({"ID": "big"}));
 }
+
+#[test]
+fn a_socket_passed_by_systemd_is_served() {
+    let name = "a_socket_passed_by_systemd_is_served";
+    if Command::new("systemd-socket-activate")
+        .arg("--help")
+        .output()
+        .is_err()
+    {
+        eprintln!("{name}: skipped: no systemd-socket-activate (apt-get install systemd)");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let socket = tmp.path().join("activated.sock");
+    let log = std::fs::File::create(tmp.path().join("plugin.log")).unwrap();
+    let mut child = Command::new("systemd-socket-activate")
+        .arg("-l")
+        .arg(&socket)
+        .arg(env!("CARGO_BIN_EXE_aufsctl"))
+        .args(["-vv", "serve", "docker", "--name", "aufs-rs-activated"])
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while !socket.exists() {
+        assert!(start.elapsed() < Duration::from_secs(30), "no socket");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // The first connection starts the plugin on the passed descriptor.
+    let served = Served {
+        child: Command::new("true").spawn().unwrap(),
+        socket: socket.clone(),
+        dir: tmp.path().to_owned(),
+    };
+    let manifest = served.call("Plugin.Activate", serde_json::json!({}));
+    assert_eq!(manifest["Implements"], serde_json::json!(["GraphDriver"]));
+    let caps = served.call("GraphDriver.Capabilities", serde_json::json!({}));
+    assert_eq!(
+        caps["Capabilities"]["ReproducesExactDiffs"],
+        serde_json::json!(false)
+    );
+    let log = std::fs::read_to_string(tmp.path().join("plugin.log")).unwrap();
+    assert!(
+        !Path::new("/run/docker/plugins/aufs-rs-activated.sock").exists(),
+        "no socket of its own when one is passed: {log}"
+    );
+    drop(served);
+    let _ = Command::new("kill").arg(child.id().to_string()).status();
+    let _ = child.wait();
+}
