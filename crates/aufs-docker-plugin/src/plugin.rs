@@ -322,13 +322,27 @@ impl Plugin {
     }
 }
 
-/// Writes the `Init` request to `file` atomically (a whole file or none).
+/// Writes the `Init` request to `file` atomically (a whole file or none);
+/// the rename replaces the name, never a file a symlink there points to.
 fn save_init(file: &Utf8Path, req: &InitRequest) -> std::io::Result<()> {
     if let Some(dir) = file.parent() {
         std::fs::create_dir_all(dir)?;
     }
+    // A fresh file (O_EXCL: never through a symlink planted at its name),
+    // readable by root alone.
     let tmp = Utf8PathBuf::from(format!("{file}.tmp"));
-    let mut f = std::fs::File::create(&tmp)?;
+    match std::fs::remove_file(&tmp) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    let mut f = {
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)?
+    };
     f.write_all(&serde_json::to_vec(req).map_err(std::io::Error::other)?)?;
     f.sync_all()?;
     std::fs::rename(&tmp, file)
