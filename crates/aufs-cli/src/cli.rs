@@ -243,6 +243,19 @@ pub enum ServeCommand {
 /// What to read of a Docker install.
 #[derive(Debug, Subcommand)]
 pub enum LegacyCommand {
+    /// Hand the install's aufs store to the graph driver plugin NAME, with
+    /// dockerd stopped: `aufs` and `image/aufs` become `NAME` and
+    /// `image/NAME`, containers' `Driver` becomes NAME. Then `dockerd
+    /// --experimental --storage-driver NAME` finds the same images and
+    /// containers.
+    Adopt {
+        /// The install's root (`/var/lib/docker`).
+        #[arg(long)]
+        docker_root: PathBuf,
+        /// The plugin's name (`--storage-driver`).
+        #[arg(long, default_value = "aufs-rs", value_parser = plugin_name)]
+        name: String,
+    },
     /// Its images: `REPO:TAG IMAGE-ID SIZE`, one line a name.
     Images {
         /// The install's root (`/var/lib/docker`).

@@ -284,6 +284,16 @@ fn utf8(p: &Path) -> Result<&camino::Utf8Path, Failure> {
 /// `aufsctl legacy ...`: a Docker install's images and containers.
 fn legacy(cli: &Cli, command: &LegacyCommand) -> Result<(), Failure> {
     match command {
+        LegacyCommand::Adopt { docker_root, name } => {
+            let done = aufs_image::adopt(utf8(docker_root)?, name)?;
+            if cli.json {
+                print_json(&json!({
+                    "moved_store": done.moved_store,
+                    "moved_image_store": done.moved_image_store,
+                    "containers": done.containers,
+                }));
+            }
+        }
         LegacyCommand::Images { docker_root } => {
             let images = aufs_image::DockerRoot::open(utf8(docker_root)?)?.images()?;
             if cli.json {

@@ -824,3 +824,109 @@ fn a_socket_passed_by_systemd_is_served() {
     let _ = Command::new("kill").arg(child.id().to_string()).status();
     let _ = child.wait();
 }
+
+#[test]
+fn an_install_of_dockers_own_aufs_driver_is_adopted() {
+    let name = "an_install_of_dockers_own_aufs_driver_is_adopted";
+    if !is_root() {
+        eprintln!("{name}: skipped: dockerd and the plugin's mounts need root");
+        return;
+    }
+    if Command::new("dockerd").arg("--version").output().is_err() {
+        eprintln!("{name}: skipped: no dockerd (apt-get install docker.io)");
+        return;
+    }
+    if !Path::new("/bin/busybox").exists() || !is_busybox_static() {
+        eprintln!("{name}: skipped: no static /bin/busybox (apt-get install busybox-static)");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let data = t.join("data");
+    // An install as Docker's aufs driver leaves it: made here by dockerd on
+    // the plugin (the same layout), then named as the aufs driver names it.
+    let first = format!("aufs-rs-made-{}", std::process::id());
+    let p = Served::named(t, &first, &[]);
+    let d = Dockerd::start(t, &first);
+    d.ok(&["import", busybox_rootfs(t).to_str().unwrap(), "bb:1"]);
+    d.ok(&[
+        "run",
+        "--name",
+        "keep",
+        "bb:1",
+        "sh",
+        "-c",
+        "echo kept > /f",
+    ]);
+    d.stop();
+    drop(p);
+    std::fs::rename(data.join(&first), data.join("aufs")).unwrap();
+    std::fs::rename(data.join("image").join(&first), data.join("image/aufs")).unwrap();
+    for c in std::fs::read_dir(data.join("containers")).unwrap() {
+        let config = c.unwrap().path().join("config.v2.json");
+        let mut v: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&config).unwrap()).unwrap();
+        v["Driver"] = serde_json::json!("aufs");
+        std::fs::write(&config, v.to_string()).unwrap();
+    }
+    let _ = std::fs::remove_file(format!("/run/docker/plugins/{first}.init.json"));
+
+    let ctl = |args: &[&str]| {
+        let o = Command::new(env!("CARGO_BIN_EXE_aufsctl"))
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8(o.stdout).unwrap()
+    };
+    let root = data.to_str().unwrap();
+    assert!(ctl(&["legacy", "images", "--docker-root", root]).starts_with("bb:1 "));
+    let plugin = format!("aufs-rs-adopt-{}", std::process::id());
+    let done: serde_json::Value = serde_json::from_str(&ctl(&[
+        "--json",
+        "legacy",
+        "adopt",
+        "--docker-root",
+        root,
+        "--name",
+        &plugin,
+    ]))
+    .unwrap();
+    assert_eq!(done["moved_store"], true, "{done}");
+    assert_eq!(done["containers"].as_array().unwrap().len(), 1, "{done}");
+    // Again: nothing left to do, and no harm.
+    let again: serde_json::Value = serde_json::from_str(&ctl(&[
+        "--json",
+        "legacy",
+        "adopt",
+        "--docker-root",
+        root,
+        "--name",
+        &plugin,
+    ]))
+    .unwrap();
+    assert_eq!(again["moved_store"], false, "{again}");
+    assert_eq!(again["containers"], serde_json::json!([]), "{again}");
+
+    let p = Served::named(t, &plugin, &[]);
+    let d = Dockerd::start(t, &plugin);
+    assert!(d
+        .ok(&["images", "--format", "{{.Repository}}:{{.Tag}}"])
+        .contains("bb:1"));
+    assert_eq!(d.ok(&["diff", "keep"]), "A /f\n");
+    d.ok(&["start", "-a", "keep"]);
+    assert_eq!(
+        d.ok(&["run", "--rm", "bb:1", "cat", "/etc/os-release"]),
+        "NAME=busybox\n"
+    );
+    d.ok(&["rm", "keep"]);
+    d.ok(&["rmi", "bb:1"]);
+    d.stop();
+    drop(p);
+    let _ = std::fs::remove_file(format!("/run/docker/plugins/{plugin}.init.json"));
+    assert!(mounts_under(t).is_empty(), "{:?}", mounts_under(t));
+}
