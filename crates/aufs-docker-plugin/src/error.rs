@@ -44,6 +44,14 @@ pub enum PluginError {
     /// An endpoint this plugin does not serve.
     #[error("{0} is not a graph driver plugin endpoint")]
     UnknownMethod(String),
+    /// Writing a tarball out failed before its first byte went out.
+    #[error("{method}: {reason}")]
+    Stream {
+        /// The endpoint.
+        method: String,
+        /// What failed.
+        reason: String,
+    },
     /// The driver refused or failed.
     #[error(transparent)]
     Driver(#[from] DriverError),

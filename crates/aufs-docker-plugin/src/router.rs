@@ -144,7 +144,7 @@ async fn diff(plugin: &Arc<Plugin>, r: DriverRequest) -> Result<Response<ReplyBo
         None => Ok(tar_reply(ChannelBody::new(None, rx))),
         Some(Err(msg)) => match done_rx.await {
             Ok(e) => Err(e),
-            Err(_) => Err(PluginError::Invalid {
+            Err(_) => Err(PluginError::Stream {
                 method: "Diff".into(),
                 reason: msg,
             }),
