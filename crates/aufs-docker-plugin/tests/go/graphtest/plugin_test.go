@@ -33,10 +33,10 @@ type v1Plugin struct {
 	client *plugins.Client
 }
 
-func (p *v1Plugin) Name() string                { return pluginName }
-func (p *v1Plugin) ScopedPath(s string) string  { return s }
-func (p *v1Plugin) IsV1() bool                  { return true }
-func (p *v1Plugin) Client() *plugins.Client     { return p.client }
+func (p *v1Plugin) Name() string               { return pluginName }
+func (p *v1Plugin) ScopedPath(s string) string { return s }
+func (p *v1Plugin) IsV1() bool                 { return true }
+func (p *v1Plugin) Client() *plugins.Client    { return p.client }
 
 // getter answers for the one plugin, as dockerd's plugin store does.
 type getter struct {
