@@ -91,7 +91,7 @@ impl Plugin {
     /// and maps (dockerd restarted) keeps the open driver; another home
     /// opens that one instead.
     pub async fn init(&self, req: InitRequest) -> Result<(), PluginError> {
-        let req_copy = req.clone();
+        let kept = req.clone();
         let opts = req.opts.unwrap_or_default();
         if !opts.is_empty() {
             return Err(PluginError::StorageOptions {
@@ -114,6 +114,7 @@ impl Plugin {
         if let Some(o) = opened.as_ref() {
             if o.home == home && o.maps == maps {
                 tracing::info!(%home, "Init again: the root is already open");
+                self.keep(&kept);
                 return Ok(());
             }
         }
@@ -131,12 +132,17 @@ impl Plugin {
             })?;
         tracing::info!(%home, "Init: root open");
         *opened = Some(Opened { home, maps, driver });
+        self.keep(&kept);
+        Ok(())
+    }
+
+    /// Keeps the accepted `Init` for a restart of the plugin.
+    fn keep(&self, req: &InitRequest) {
         if let Some(file) = &self.config.init_file {
-            if let Err(e) = save_init(file, &req_copy) {
+            if let Err(e) = save_init(file, req) {
                 tracing::warn!(file = %file, error = %e, "cannot keep the Init for a restart; after one, dockerd must be restarted too");
             }
         }
-        Ok(())
     }
 
     /// Opens the root of the `Init` kept in [`PluginConfig::init_file`],
