@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need=()
-for pkg in fuse3 fuse-overlayfs xfsprogs btrfs-progs e2fsprogs attr acl golang-go golang-github-docker-docker-dev umoci skopeo docker.io; do
+for pkg in fuse3 fuse-overlayfs xfsprogs btrfs-progs e2fsprogs attr acl golang-go golang-github-docker-docker-dev golang-github-vbatts-tar-split-dev golang-github-gotestyourself-gotest.tools-dev umoci skopeo docker.io busybox-static; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 if [ "${#need[@]}" -gt 0 ]; then

@@ -3,6 +3,8 @@
 use crate::measure::{compare, json, report, sh, Contender, Outcome};
 #[path = "bench_archive.rs"]
 mod bench_archive;
+#[path = "bench_docker.rs"]
+mod bench_docker;
 #[path = "bench_fuse.rs"]
 mod bench_fuse;
 use std::path::{Path, PathBuf};
@@ -90,6 +92,13 @@ pub fn run(args: &[String]) -> Result<(), String> {
     }
     if want("archive") {
         outcomes.extend(bench_archive::bench_archive(&bench_dir(), o.runs)?);
+    }
+    if want("docker") {
+        outcomes.extend(bench_docker::bench_docker(
+            &bench_dir(),
+            &aufsctl(),
+            o.runs,
+        )?);
     }
     let table = report(&outcomes);
     println!("{table}");

@@ -179,6 +179,11 @@ pub enum Command {
         #[arg(long)]
         oci: bool,
     },
+    /// Run a long-lived server.
+    Serve {
+        #[command(subcommand)]
+        command: ServeCommand,
+    },
     /// Read a Docker install that used the aufs driver, in place.
     Legacy {
         #[command(subcommand)]
@@ -186,9 +191,71 @@ pub enum Command {
     },
 }
 
+/// The graph driver names built into dockerd 20.10: dockerd takes its own
+/// driver for these and never asks a plugin of that name.
+pub const BUILTIN_DRIVERS: &[&str] = &[
+    "aufs",
+    "btrfs",
+    "devicemapper",
+    "fuse-overlayfs",
+    "overlay",
+    "overlay2",
+    "vfs",
+    "windowsfilter",
+    "zfs",
+];
+
+fn plugin_name(s: &str) -> Result<String, String> {
+    if BUILTIN_DRIVERS.contains(&s) {
+        return Err(format!(
+            "{s:?} is a graph driver built into dockerd, which would never ask the plugin; pick another name"
+        ));
+    }
+    if s.is_empty() || s.starts_with('.') || s.contains(['/', '\0', ':', '@']) {
+        return Err(format!("{s:?} is not a plugin name (a socket file stem)"));
+    }
+    Ok(s.to_owned())
+}
+
+/// The servers.
+#[derive(Debug, Subcommand)]
+pub enum ServeCommand {
+    /// A legacy (v1) Docker graph driver plugin for dockerd 20.10's
+    /// `--experimental --storage-driver NAME`; the root is the `Home` that
+    /// dockerd's `GraphDriver.Init` sends (`<data-root>/NAME`), not `--root`.
+    Docker {
+        /// The plugin's name, the one given to `--storage-driver`.
+        #[arg(long, default_value = "aufs-rs", value_parser = plugin_name)]
+        name: String,
+        /// Listen here instead of /run/docker/plugins/NAME.sock (dockerd
+        /// then needs a spec file naming it). The last Init is kept beside
+        /// it, as STEM.init.json.
+        #[arg(long)]
+        socket: Option<Utf8PathBuf>,
+        /// Tell dockerd that `Diff` of a layer gives back the bytes it was
+        /// applied from (`ReproducesExactDiffs`), so it keeps no tar-split
+        /// data of its own.
+        #[arg(long)]
+        exact_diffs: bool,
+    },
+}
+
 /// What to read of a Docker install.
 #[derive(Debug, Subcommand)]
 pub enum LegacyCommand {
+    /// Hand the install's aufs store to the graph driver plugin NAME, with
+    /// dockerd stopped: `aufs` and `image/aufs` become `NAME` and
+    /// `image/NAME`, containers' `Driver` becomes NAME. Then `dockerd
+    /// --experimental --storage-driver NAME` finds the same images and
+    /// containers.
+    Adopt {
+        /// The install's root (`/var/lib/docker`).
+        #[arg(long)]
+        docker_root: PathBuf,
+        /// The plugin's name (`--storage-driver`).
+        #[arg(long, default_value = "aufs-rs", value_parser = plugin_name)]
+        name: String,
+    },
     /// Its images: `REPO:TAG IMAGE-ID SIZE`, one line a name.
     Images {
         /// The install's root (`/var/lib/docker`).

@@ -16,6 +16,10 @@ pub fn run(cli: &Cli) -> Result<(), Failure> {
     if let Command::Legacy { command } = &cli.command {
         return legacy(cli, command);
     }
+    // A server opens the roots its clients name.
+    if let Command::Serve { command } = &cli.command {
+        return crate::serve::run(cli, command);
+    }
     let driver = open_driver(cli)?;
     match &cli.command {
         Command::Status => {
@@ -159,7 +163,9 @@ pub fn run(cli: &Cli) -> Result<(), Failure> {
             };
             aufs_image::export(&driver, id, output, format)?;
         }
-        Command::Legacy { .. } => unreachable!("handled before the store is opened"),
+        Command::Legacy { .. } | Command::Serve { .. } => {
+            unreachable!("handled before the store is opened")
+        }
         Command::DiffSize { id, parent } => {
             let parent = parent.clone().or_else(|| direct_parent(&driver, id));
             let size = driver.diff_size(id, parent.as_ref())?;
@@ -278,6 +284,16 @@ fn utf8(p: &Path) -> Result<&camino::Utf8Path, Failure> {
 /// `aufsctl legacy ...`: a Docker install's images and containers.
 fn legacy(cli: &Cli, command: &LegacyCommand) -> Result<(), Failure> {
     match command {
+        LegacyCommand::Adopt { docker_root, name } => {
+            let done = aufs_image::adopt(utf8(docker_root)?, name)?;
+            if cli.json {
+                print_json(&json!({
+                    "moved_store": done.moved_store,
+                    "moved_image_store": done.moved_image_store,
+                    "containers": done.containers,
+                }));
+            }
+        }
         LegacyCommand::Images { docker_root } => {
             let images = aufs_image::DockerRoot::open(utf8(docker_root)?)?.images()?;
             if cli.json {

@@ -2,6 +2,7 @@
 
 mod cli;
 mod commands;
+mod serve;
 mod wiring;
 
 use clap::Parser;

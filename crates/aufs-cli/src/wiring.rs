@@ -8,6 +8,7 @@ use aufs_driver::support::{self, BackendChoice};
 use aufs_driver::{Driver, DriverConfig, Ports, RefStore};
 use aufs_fuse::{FuseBackend, Launcher, StackMode, StackedBackend};
 use aufs_linux::{FlockLocks, LinuxFilesystem, LinuxHost, LinuxMounter};
+use aufs_model::IdMappings;
 use aufs_ports::{BackendKind, Filesystem, Host, SystemClock, UnionBackend};
 use camino::Utf8PathBuf;
 use std::sync::Arc;
@@ -18,10 +19,28 @@ pub const UNION_SERVER_ARG: &str = "__union-server";
 
 /// Opens the driver on `--root` with the chosen backend, as `Init` does.
 pub fn open_driver(cli: &Cli) -> Result<Driver, Failure> {
-    let root = absolute_root(&cli.root)?;
+    open_driver_at(
+        &absolute_root(&cli.root)?,
+        cli.backend,
+        IdMappings::default(),
+        matches!(cli.command, Command::Import { .. }),
+    )
+}
+
+/// Opens the driver on `root` (absolute) with `backend` and user-namespace
+/// `id_maps`; reference counts on disk, file locks under the root.
+/// `for_import`: layers count only once applied, with the content their
+/// chain id names (what `import` needs).
+pub fn open_driver_at(
+    root: &camino::Utf8Path,
+    backend: Backend,
+    id_maps: IdMappings,
+    for_import: bool,
+) -> Result<Driver, Failure> {
+    let root = root.to_owned();
     let fs: Arc<dyn Filesystem> = Arc::new(LinuxFilesystem::new());
     let host: Arc<dyn Host> = Arc::new(LinuxHost::new());
-    let kind = support::choose_backend(BackendChoice::from(cli.backend), host.as_ref())?;
+    let kind = support::choose_backend(BackendChoice::from(backend), host.as_ref())?;
     let backend: Arc<dyn UnionBackend> = match kind {
         BackendKind::Kernel => Arc::new(KernelAufs::new(
             Arc::new(LinuxMounter::new()),
@@ -29,7 +48,7 @@ pub fn open_driver(cli: &Cli) -> Result<Driver, Failure> {
             host.clone(),
             Arc::new(SystemClock),
         )),
-        BackendKind::Fuse => match cli.backend {
+        BackendKind::Fuse => match backend {
             Backend::Fuse => Arc::new(fuse_backend(&root)?),
             Backend::Stacked => Arc::new(stacked_backend(&root, StackMode::Stacked)?),
             _ => Arc::new(stacked_backend(&root, StackMode::Auto)?),
@@ -55,8 +74,9 @@ pub fn open_driver(cli: &Cli) -> Result<Driver, Failure> {
     // An import's layer counts only once its content is in (cut off
     // between create and apply, importing again applies it),
     // and only with the content its chain id names.
-    config.await_apply = matches!(cli.command, Command::Import { .. });
+    config.await_apply = for_import;
     config.chain_ids = config.await_apply;
+    config.id_maps = id_maps;
     Ok(Driver::init(
         config,
         Ports {

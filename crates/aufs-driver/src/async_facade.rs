@@ -35,6 +35,8 @@ pub trait AsyncGraphDriver: Send + Sync {
     async fn put(&self, id: LayerId) -> Result<()>;
     /// See [`Driver::list`].
     async fn list(&self) -> Result<Vec<LayerInfo>>;
+    /// The layer's direct parent (the first of [`Driver::parent_chain`]).
+    async fn parent(&self, id: LayerId) -> Result<Option<LayerId>>;
     /// See [`Driver::cleanup`].
     async fn cleanup(&self) -> Result<()>;
     /// See [`Driver::apply_diff`]; the tarball is read on the blocking pool.
@@ -130,6 +132,10 @@ impl AsyncGraphDriver for AsyncDriver {
     }
     async fn list(&self) -> Result<Vec<LayerInfo>> {
         self.run(|d| d.list()).await
+    }
+    async fn parent(&self, id: LayerId) -> Result<Option<LayerId>> {
+        self.run(move |d| Ok(d.parent_chain(&id)?.parent().cloned()))
+            .await
     }
     async fn cleanup(&self) -> Result<()> {
         self.run(|d| d.cleanup()).await

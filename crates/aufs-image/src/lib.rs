@@ -13,6 +13,7 @@
 //! layout, each layer's tar the driver's diff against its parent (the
 //! original bytes of an imported layer, so the chain ids come out the same).
 
+mod adopt;
 mod beneath;
 mod chain;
 mod error;
@@ -23,6 +24,7 @@ mod readers;
 mod source;
 mod tar_split_json;
 
+pub use adopt::{adopt, Adopted};
 pub use chain::{chain_ids, Digest};
 pub use error::{ImageError, Result};
 pub use export::{export, ExportFormat, ExportReport};
