@@ -643,6 +643,17 @@ fn dockerd_20_10_runs_on_the_plugin() {
     let p = Served::named(t, &plugin, &[]);
     assert_eq!(d.ok(&["exec", "long", "cat", "/log"]), "start\n");
     assert_eq!(d.ok(&["diff", "long"]), "A /log\n");
+    // docker ps -s: the container's size is its rw layer's (DiffSize).
+    let size = d.ok(&["ps", "-s", "--filter", "name=long", "--format", "{{.Size}}"]);
+    assert!(size.starts_with("6B "), "{size}");
+    // docker cp both ways, through the mounted union.
+    let out = t.join("log.out");
+    d.ok(&["cp", "long:/log", out.to_str().unwrap()]);
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), "start\n");
+    let into = t.join("into");
+    std::fs::write(&into, "copied\n").unwrap();
+    d.ok(&["cp", into.to_str().unwrap(), "long:/copied"]);
+    assert_eq!(d.ok(&["exec", "long", "cat", "/copied"]), "copied\n");
     d.ok(&["stop", "-t", "1", "long"]);
 
     // dockerd restarts (Init again, no Exists before Get of old containers);
