@@ -185,6 +185,21 @@ mod tests {
         assert!(e.to_string().contains("400 bytes"));
     }
 
+    /// Ids drawn mostly from the characters that matter to a path: `/`,
+    /// NUL, `.`, a newline, the `-removing` suffix, and some plain ones.
+    fn risky_id() -> impl Strategy<Value = String> {
+        let piece = prop_oneof![
+            Just("/".to_string()),
+            Just("\0".to_string()),
+            Just(".".to_string()),
+            Just("..".to_string()),
+            Just("\n".to_string()),
+            Just("-removing".to_string()),
+            "[a-f0-9]{1,8}",
+        ];
+        prop::collection::vec(piece, 0..8).prop_map(|p| p.concat())
+    }
+
     proptest! {
         #[test]
         fn valid_iff_rules_hold(s in "\\PC{0,260}") {
@@ -192,6 +207,23 @@ mod tests {
                 && !s.chars().any(char::is_control) && !s.ends_with(REMOVING_SUFFIX)
                 && s.len() <= MAX_ID_LEN;
             prop_assert_eq!(LayerId::new(s.clone()).is_ok(), ok);
+        }
+
+        /// What matters of an accepted id, however it was made: joined to a
+        /// store dir it names a direct child of that dir, and no other
+        /// accepted id's removal name.
+        #[test]
+        fn accepted_ids_stay_one_level_below_the_root(s in risky_id()) {
+            if let Ok(id) = LayerId::new(s) {
+                let root = std::path::Path::new("/store/diff");
+                let p = root.join(id.as_str());
+                prop_assert_eq!(p.parent(), Some(root));
+                let comps: Vec<_> = p.strip_prefix(root).unwrap().components().collect();
+                prop_assert_eq!(comps.len(), 1);
+                prop_assert!(matches!(comps[0], std::path::Component::Normal(_)));
+                prop_assert!(!id.as_str().contains('\0'));
+                prop_assert!(!id.as_str().ends_with(REMOVING_SUFFIX));
+            }
         }
     }
 }
