@@ -18,6 +18,43 @@
 //!
 //! All syscalls go through rustix's safe wrappers; the one `unsafe` is the
 //! mapping of an input file in [`apply_layer_file`].
+//!
+//! # Example
+//!
+//! A layer tarball with a file and an aufs whiteout, applied into a layer's
+//! diff dir and read back as `docker diff` shows it:
+//!
+//! ```
+//! use aufs_archive::{apply_layer, changes, ApplyOptions, ChangeKind};
+//! use camino::Utf8Path;
+//!
+//! let mut tar = tar::Builder::new(Vec::new());
+//! for (name, body) in [("etc/motd", &b"hi\n"[..]), ("etc/.wh.issue", &b""[..])] {
+//!     let mut h = tar::Header::new_gnu();
+//!     h.set_size(body.len() as u64);
+//!     h.set_mode(0o644);
+//!     tar.append_data(&mut h, name, body).unwrap();
+//! }
+//! let tarball = tar.into_inner().unwrap();
+//!
+//! let dir = tempfile::tempdir().unwrap();
+//! let root = Utf8Path::from_path(dir.path()).unwrap();
+//! let (lower, diff) = (root.join("lower"), root.join("diff"));
+//! std::fs::create_dir_all(lower.join("etc")).unwrap();
+//! std::fs::write(lower.join("etc/issue"), "Debian\n").unwrap();
+//! std::fs::create_dir(&diff).unwrap();
+//! // Without root the tar's owners cannot be set; nothing else differs.
+//! let opts = ApplyOptions { chown: false, sync: false, ..ApplyOptions::default() };
+//! let report = apply_layer(&tarball[..], &diff, &opts).unwrap();
+//! assert!(report.diff_id.unwrap().starts_with("sha256:"));
+//! let seen: Vec<_> = changes(&[&lower], &diff)
+//!     .unwrap()
+//!     .into_iter()
+//!     .map(|c| (c.path, c.kind))
+//!     .collect();
+//! assert!(seen.contains(&("/etc/issue".to_string(), ChangeKind::Delete)));
+//! assert!(seen.contains(&("/etc/motd".to_string(), ChangeKind::Add)));
+//! ```
 
 mod apply;
 pub mod bench;

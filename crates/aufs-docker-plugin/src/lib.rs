@@ -15,6 +15,19 @@
 //!
 //! Opening a root is a port ([`DriverOpener`]): the CLI wires the real
 //! adapters, tests can wire fakes.
+//!
+//! # Example
+//!
+//! Where dockerd looks for the plugin, and where the plugin keeps the
+//! `Init` it must reopen after a restart:
+//!
+//! ```
+//! use aufs_docker_plugin::{default_socket, init_file_for};
+//!
+//! let socket = default_socket("aufs-rs");
+//! assert_eq!(socket.as_str(), "/run/docker/plugins/aufs-rs.sock");
+//! assert_eq!(init_file_for(&socket).as_str(), "/run/docker/plugins/aufs-rs.init.json");
+//! ```
 
 pub mod error;
 pub mod plugin;

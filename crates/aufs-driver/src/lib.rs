@@ -16,6 +16,44 @@
 //!
 //! Every start recovers from what killed processes left half done
 //! ([`Driver::recover`]; the states are in `docs/architecture.md`).
+//!
+//! # Example
+//!
+//! The driver on the in-memory fakes of `aufs-ports` (no root, nothing on
+//! disk): a layer, a container layer on it, its union mounted and its
+//! changes.
+//!
+//! ```
+//! use aufs_driver::{ChangeKind, CreateOpts, Driver, DriverConfig, Ports};
+//! use aufs_model::LayerId;
+//! use aufs_ports::fakes::{FakeHost, FakeUnionBackend, MemArchive, MemFs};
+//! use aufs_ports::{BackendKind, Filesystem, InProcessLocks};
+//! use std::sync::Arc;
+//!
+//! let fs = Arc::new(MemFs::new());
+//! let backend = Arc::new(FakeUnionBackend::new(BackendKind::Fuse));
+//! let ports = Ports {
+//!     archive: Arc::new(MemArchive::new(fs.clone())),
+//!     fs: fs.clone(),
+//!     host: Arc::new(FakeHost::default()),
+//!     backend,
+//!     locks: Arc::new(InProcessLocks::new()),
+//! };
+//! let driver = Driver::init(DriverConfig::new("/srv/aufs"), ports).unwrap();
+//! let (base, top) = (LayerId::new("base").unwrap(), LayerId::new("top").unwrap());
+//! driver.create(&base, None, &CreateOpts::default()).unwrap();
+//! driver.create_read_write(&top, Some(&base), &CreateOpts::default()).unwrap();
+//! // The layers file of `top` names its parent, as Docker's does.
+//! assert_eq!(driver.parent_chain(&top).unwrap().parent(), Some(&base));
+//! let mnt = driver.get(&top, "").unwrap();
+//! assert_eq!(mnt.as_str(), "/srv/aufs/mnt/top");
+//! // A file the container writes lands in the layer's diff dir.
+//! fs.write_new("/srv/aufs/diff/top/hello".into(), b"hi").unwrap();
+//! let changes = driver.changes(&top, Some(&base)).unwrap();
+//! assert_eq!(changes[0].path, "/hello");
+//! assert_eq!(changes[0].kind, ChangeKind::Add);
+//! driver.put(&top).unwrap();
+//! ```
 
 mod chain_id;
 mod driver;

@@ -9,6 +9,32 @@
 //! - [`StackedBackend`]: kernel overlayfs over a read-only FUSE view of a
 //!   layer's parents, so writes run at kernel speed; the diff dir stays in
 //!   aufs form at rest.
+//!
+//! # Example
+//!
+//! Mounting needs root and `/dev/fuse`, so this is compiled, not run:
+//!
+//! ```no_run
+//! use aufs_fuse::{FuseBackend, Launcher, StackMode, StackedBackend};
+//! use aufs_ports::{UnionBackend, UnionSpec};
+//!
+//! // One detached server per mount, started as `aufs-union-server`.
+//! let fuse = FuseBackend::new(
+//!     Launcher::new("/usr/libexec/aufs-union-server", Vec::new()),
+//!     "/var/lib/aufs/fuse",
+//! );
+//! let backend = StackedBackend::new(fuse, "/var/lib/aufs", StackMode::Auto);
+//! let spec = UnionSpec {
+//!     rw: "/var/lib/aufs/diff/top".into(),
+//!     ro: vec!["/var/lib/aufs/diff/base".into()],
+//!     target: "/var/lib/aufs/mnt/top".into(),
+//!     mount_label: String::new(),
+//! };
+//! backend.mount(&spec)?;
+//! // ... the container runs in /var/lib/aufs/mnt/top ...
+//! backend.unmount(&spec.target)?; // diff/top is in aufs form again
+//! # Ok::<(), std::io::Error>(())
+//! ```
 
 mod backend;
 mod error;

@@ -12,6 +12,28 @@
 //! Out: a layer and its parents as a `docker save` tarball or an OCI
 //! layout, each layer's tar the driver's diff against its parent (the
 //! original bytes of an imported layer, so the chain ids come out the same).
+//!
+//! # Example
+//!
+//! Compiled, not run (it needs a store and an image):
+//!
+//! ```no_run
+//! # fn demo(driver: &aufs_driver::Driver) -> aufs_image::Result<()> {
+//! use camino::Utf8Path;
+//!
+//! let mut progress = |i: usize, n: usize, id: &aufs_model::LayerId, skipped: bool| {
+//!     eprintln!("{i}/{n} {id}{}", if skipped { " (present)" } else { "" });
+//! };
+//! let report = aufs_image::import(driver, Utf8Path::new("debian.tar"), &mut progress)?;
+//! aufs_image::export(
+//!     driver,
+//!     &report.top,
+//!     Utf8Path::new("debian-oci"),
+//!     aufs_image::ExportFormat::OciLayout,
+//! )?;
+//! # Ok(())
+//! # }
+//! ```
 
 mod adopt;
 mod beneath;

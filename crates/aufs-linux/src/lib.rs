@@ -13,6 +13,23 @@
 //!
 //! OS failures come back as `io::Error`s carrying their errno; other
 //! failures carry a [`LinuxError`].
+//!
+//! # Example
+//!
+//! ```
+//! use aufs_linux::LinuxFilesystem;
+//! use aufs_ports::Filesystem;
+//! use camino::Utf8Path;
+//!
+//! let dir = tempfile::tempdir().unwrap();
+//! let root = Utf8Path::from_path(dir.path()).unwrap();
+//! let fs = LinuxFilesystem::new();
+//! fs.create_dir_all(&root.join("layers"), 0o700, None).unwrap();
+//! // Published whole (O_TMPFILE + linkat): never seen half written.
+//! fs.write_new(&root.join("layers/top"), b"base\n").unwrap();
+//! assert_eq!(fs.read_to_string(&root.join("layers/top")).unwrap(), "base\n");
+//! assert!(fs.write_new(&root.join("layers/top"), b"other\n").is_err());
+//! ```
 
 mod at;
 mod atomic_write;

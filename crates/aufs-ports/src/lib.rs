@@ -7,6 +7,26 @@
 //! (`EBUSY`, `EEXIST`, `ENOSPC`, ...) so the driver can react to it exactly as
 //! the Go driver does, and fakes build the same errors with
 //! [`std::io::Error::from_raw_os_error`].
+//!
+//! # Example
+//!
+//! The in-memory filesystem (feature `fakes`) behaves as the real one
+//! does, errors included:
+//!
+//! ```
+//! # #[cfg(feature = "fakes")] {
+//! use aufs_ports::fakes::MemFs;
+//! use aufs_ports::{FileKind, Filesystem};
+//!
+//! let fs = MemFs::new();
+//! fs.create_dir_all("/srv/aufs/layers".into(), 0o700, None).unwrap();
+//! fs.write_new("/srv/aufs/layers/base".into(), b"").unwrap();
+//! assert_eq!(fs.kind("/srv/aufs/layers/base".into()).unwrap(), Some(FileKind::File));
+//! // Publishing never replaces: of racing writers exactly one wins.
+//! let again = fs.write_new("/srv/aufs/layers/base".into(), b"x").unwrap_err();
+//! assert_eq!(again.raw_os_error(), Some(libc::EEXIST));
+//! # }
+//! ```
 
 mod archive;
 mod backend;
