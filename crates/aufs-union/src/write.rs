@@ -454,6 +454,9 @@ impl UnionView {
             None => None,
         };
         let metadata = match want {
+            // A union running without root cannot give files away: the
+            // file keeps the server's ids, as `create` does.
+            Some(_) if !crate::copy_up::privileged() => made,
             Some(want) if (made.uid(), made.gid()) != want => {
                 rustix::fs::fchown(
                     &file,
