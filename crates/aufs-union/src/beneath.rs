@@ -116,12 +116,22 @@ pub struct Listed {
 /// without `.` and `..`: read through a new descriptor opened from it, so
 /// nothing is resolved by path.
 pub fn list(dir: BorrowedFd<'_>) -> io::Result<Vec<Listed>> {
-    let fd = rustix::fs::openat(
+    list_open(open_listing(dir)?)
+}
+
+/// A descriptor of directory `dir` open for reading its names (and, unlike
+/// an `O_PATH` one, for `fgetxattr`).
+pub(crate) fn open_listing(dir: BorrowedFd<'_>) -> io::Result<OwnedFd> {
+    Ok(rustix::fs::openat(
         dir,
         c".",
         OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
         Mode::empty(),
-    )?;
+    )?)
+}
+
+/// The names of the directory `fd` is open on (see [`open_listing`]).
+pub(crate) fn list_open(fd: OwnedFd) -> io::Result<Vec<Listed>> {
     let mut reader = rustix::fs::Dir::new(fd)?;
     let mut out = Vec::new();
     while let Some(de) = reader.read() {
@@ -132,7 +142,7 @@ pub fn list(dir: BorrowedFd<'_>) -> io::Result<Vec<Listed>> {
         }
         let name = OsStr::from_bytes(name).to_os_string();
         let kind = match de.file_type() {
-            rustix::fs::FileType::Unknown => Meta::at(dir, &name)?.kind(),
+            rustix::fs::FileType::Unknown => Meta::at(reader.fd()?, &name)?.kind(),
             ft => EntryKind::from_rustix(ft),
         };
         out.push(Listed {

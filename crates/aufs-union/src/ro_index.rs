@@ -101,19 +101,21 @@ struct Part {
 fn overlay_opaque(dir: BorrowedFd<'_>) -> bool {
     let mut v = [0u8; 4];
     matches!(
-        rustix::fs::getxattr(crate::beneath::proc_path(dir), "trusted.overlay.opaque", &mut v[..]),
+        rustix::fs::fgetxattr(dir, "trusted.overlay.opaque", &mut v[..]),
         Ok(1) if v[0] == b'y'
     )
 }
 
 fn list_part(branch: &Branch, path: &Path) -> Result<Part> {
     let dir = branch.open_dir(path)?;
-    let listed = crate::beneath::list(dir.as_fd())
-        .map_err(|e| UnionError::io("readdir", branch.display(path), e))?;
+    let io = |e| UnionError::io("readdir", branch.display(path), e);
+    // One descriptor open for reading serves the listing and the xattr.
+    let reading = crate::beneath::open_listing(dir.as_fd()).map_err(io)?;
     let mut part = Part {
-        opaque: overlay_opaque(dir.as_fd()),
+        opaque: overlay_opaque(reading.as_fd()),
         ..Part::default()
     };
+    let listed = crate::beneath::list_open(reading).map_err(io)?;
     for de in listed {
         match classify_bytes(de.name.as_bytes()) {
             NameKind::Plain

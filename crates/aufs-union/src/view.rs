@@ -19,7 +19,7 @@ use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 /// The longest name the union accepts or shows: room is kept for the
@@ -74,6 +74,9 @@ pub struct UnionView {
     generation: AtomicU64,
     /// Size of `dir_cache` past which it is pruned.
     dir_cache_max: usize,
+    /// Descriptors the read-only parts of resolved directories may still
+    /// hold (see [`RoParts`]).
+    ro_budget: Arc<AtomicUsize>,
 }
 
 /// A directory of the union, resolved: where its rw part is, and its
@@ -83,6 +86,57 @@ pub(crate) struct DirState {
     pub path: PathBuf,
     pub rw: Option<RwDir>,
     pub ro: Option<Arc<RoDir>>,
+    /// Its parts in read-only branches, opened as lookups need them.
+    pub ro_parts: Arc<RoParts>,
+}
+
+/// The read-only parts of one resolved directory, held open while the
+/// directory is: a lookup in it then costs one `statx`, not a resolution
+/// of the whole path again. All views' parts share one budget of
+/// descriptors; past it a part is opened for the lookup and closed again.
+#[derive(Debug)]
+pub(crate) struct RoParts {
+    open: Mutex<Vec<(usize, Arc<OwnedFd>)>>,
+    budget: Arc<AtomicUsize>,
+}
+
+impl RoParts {
+    fn new(budget: Arc<AtomicUsize>) -> Self {
+        RoParts {
+            open: Mutex::new(Vec::new()),
+            budget,
+        }
+    }
+
+    /// The part in branch `index`, opened by `open` when not held yet.
+    fn get(
+        &self,
+        index: usize,
+        open: impl FnOnce() -> Result<Arc<OwnedFd>>,
+    ) -> Result<Arc<OwnedFd>> {
+        let mut held = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, fd)) = held.iter().find(|(i, _)| *i == index) {
+            return Ok(fd.clone());
+        }
+        let fd = open()?;
+        let took = self
+            .budget
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |left| {
+                left.checked_sub(1)
+            })
+            .is_ok();
+        if took {
+            held.push((index, fd.clone()));
+        }
+        Ok(fd)
+    }
+}
+
+impl Drop for RoParts {
+    fn drop(&mut self) {
+        let n = self.open.get_mut().map_or(0, |v| v.len());
+        self.budget.fetch_add(n, Ordering::AcqRel);
+    }
 }
 
 /// A directory of the rw branch, held open (`O_PATH`): names in it are
@@ -175,6 +229,7 @@ impl UnionView {
             dir_cache: RwLock::new(std::collections::HashMap::new()),
             generation: AtomicU64::new(0),
             dir_cache_max: dir_cache_max(),
+            ro_budget: Arc::new(AtomicUsize::new(dir_cache_max())),
         })
     }
 
@@ -215,6 +270,7 @@ impl UnionView {
             path: PathBuf::new(),
             rw,
             ro,
+            ro_parts: Arc::new(RoParts::new(self.ro_budget.clone())),
         })
     }
 
@@ -298,7 +354,7 @@ impl UnionView {
         };
         let branch = &self.branches[e.branch];
         let real = branch.display(&path);
-        let parent = branch.open_dir(&dir.path)?;
+        let parent = dir.ro_parts.get(e.branch, || branch.open_dir(&dir.path))?;
         let metadata =
             Meta::at(parent.as_fd(), name).map_err(|err| UnionError::io("lstat", &real, err))?;
         Ok(Some(Found {
@@ -346,7 +402,12 @@ impl UnionView {
         } else {
             None
         };
-        Ok(DirState { path, rw, ro })
+        Ok(DirState {
+            path,
+            rw,
+            ro,
+            ro_parts: Arc::new(RoParts::new(self.ro_budget.clone())),
+        })
     }
 
     /// The rw directory a lookup found, held open.
