@@ -215,8 +215,7 @@ pub(crate) fn write_entry<W: Write>(
 fn keep_xattr(k: &[u8]) -> bool {
     !(k == b"security.selinux"
         || k.starts_with(b"system.")
-        || k.starts_with(b"trusted.overlay.")
-        || k.starts_with(b"user.overlay."))
+        || aufs_model::whiteout::is_overlay_xattr(k))
 }
 
 fn split_list(list: &[u8]) -> impl Iterator<Item = &[u8]> {

@@ -18,7 +18,8 @@
 //! finishes the job.
 
 use aufs_model::whiteout::{
-    classify_bytes, whiteout_target_bytes, NameKind, WHITEOUT_OPAQUE_DIR, WHITEOUT_PREFIX,
+    classify_bytes, is_overlay_xattr, whiteout_target_bytes, NameKind, OVERLAY_XATTR_PREFIXES,
+    WHITEOUT_OPAQUE_DIR, WHITEOUT_PREFIX,
 };
 use aufs_union::EntryKind;
 use camino::Utf8Path;
@@ -31,9 +32,6 @@ use std::path::PathBuf;
 
 /// The xattr that marks an opaque directory for overlayfs.
 pub(crate) const OPAQUE_XATTR: &str = "trusted.overlay.opaque";
-
-/// Xattr namespaces overlayfs reads instructions from.
-const OVERLAY_XATTRS: [&[u8]; 2] = [b"trusted.overlay.", b"user.overlay."];
 
 /// The overlayfs xattrs removed one by one where a file has too many
 /// xattrs to list.
@@ -202,7 +200,7 @@ fn strip_overlay_xattrs(dir: BorrowedFd<'_>, name: &[u8]) -> io::Result<()> {
     match listed {
         Ok(n) => {
             for x in buf[..n].split(|b| *b == 0).filter(|x| !x.is_empty()) {
-                if OVERLAY_XATTRS.iter().any(|pre| x.starts_with(pre)) {
+                if is_overlay_xattr(x) {
                     remove(x)?;
                 }
             }
@@ -211,7 +209,7 @@ fn strip_overlay_xattrs(dir: BorrowedFd<'_>, name: &[u8]) -> io::Result<()> {
         Err(rustix::io::Errno::OPNOTSUPP) => Ok(()),
         // Too many names to list at once: every name overlayfs reads.
         Err(rustix::io::Errno::RANGE | rustix::io::Errno::TOOBIG) => {
-            for pre in ["trusted.overlay.", "user.overlay."] {
+            for pre in OVERLAY_XATTR_PREFIXES {
                 for k in KNOWN_OVERLAY_XATTRS {
                     remove(format!("{pre}{k}").as_bytes())?;
                 }

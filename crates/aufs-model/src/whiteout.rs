@@ -17,6 +17,17 @@ pub const WHITEOUT_OPAQUE_DIR: &str = ".wh..wh..opq";
 /// aufs's own base file in a branch root.
 pub const WHITEOUT_AUFS: &str = ".wh..wh.aufs";
 
+/// The xattr namespaces overlayfs reads instructions from (redirects,
+/// metacopy, opaque dirs): never part of a layer's content.
+pub const OVERLAY_XATTR_PREFIXES: [&str; 2] = ["trusted.overlay.", "user.overlay."];
+
+/// Whether xattr `name` is one of overlayfs's own.
+pub fn is_overlay_xattr(name: &[u8]) -> bool {
+    OVERLAY_XATTR_PREFIXES
+        .iter()
+        .any(|p| name.starts_with(p.as_bytes()))
+}
+
 /// What a directory entry name means to aufs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NameKind<'a> {

@@ -110,7 +110,7 @@ pub(crate) fn copy_xattrs(src: &Entry, dst: &OwnedFd, dst_path: &Path) -> Result
     for name in names
         .split(|b| *b == 0)
         .filter(|n| !n.is_empty())
-        .filter(|n| !n.starts_with(b"trusted.overlay.") && !n.starts_with(b"user.overlay."))
+        .filter(|n| !aufs_model::whiteout::is_overlay_xattr(n))
     {
         let name = OsStr::from_bytes(name);
         let value = match read_sized(

@@ -307,7 +307,7 @@ pub(crate) fn set_mode_pinned(fd: &OwnedFd, md: &Meta, mode: u32) -> io::Result<
 /// Sizes a value, then reads it, again if it grew in between (`ERANGE`),
 /// a few times at most: a value kept growing by someone else ends as
 /// `ERANGE` rather than a loop.
-pub(crate) fn read_sized(
+pub fn read_sized(
     query: impl Fn() -> rustix::io::Result<usize>,
     read: impl Fn(&mut [u8]) -> rustix::io::Result<usize>,
 ) -> io::Result<Vec<u8>> {

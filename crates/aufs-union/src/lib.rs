@@ -15,7 +15,7 @@ mod xino;
 
 pub use beneath::{list as list_dir, Listed};
 pub use branch::Branch;
-pub use entry::{DirEntry, Entry, EntryKind};
+pub use entry::{read_sized, DirEntry, Entry, EntryKind};
 pub use error::{Result, UnionError};
 pub use meta::Meta;
 pub use view::{UnionView, MAX_NAME_LEN};

@@ -218,6 +218,9 @@ impl UnionView {
         let base_dev = branches.first().map(|b| b.dev).unwrap_or(0);
         let rw_index = rw.map(|_| 0);
         let ro_chain = (rw_index.map_or(0, |_| 1)..branches.len()).collect();
+        // Resolved directories and their read-only parts each may hold
+        // this many descriptors.
+        let budget = dir_cache_max();
         Ok(UnionView {
             branches,
             rw: rw_index,
@@ -228,8 +231,8 @@ impl UnionView {
             write_lock: Mutex::new(()),
             dir_cache: RwLock::new(std::collections::HashMap::new()),
             generation: AtomicU64::new(0),
-            dir_cache_max: dir_cache_max(),
-            ro_budget: Arc::new(AtomicUsize::new(dir_cache_max())),
+            dir_cache_max: budget,
+            ro_budget: Arc::new(AtomicUsize::new(budget)),
         })
     }
 

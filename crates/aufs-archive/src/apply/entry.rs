@@ -15,13 +15,14 @@ use aufs_model::whiteout::{
 };
 use rustix::fs::{AtFlags, FileType, Mode, OFlags};
 
-use super::names::{clean_path, is_dot_whiteout, is_overlay_xattr, split_last};
+use super::names::{clean_path, is_dot_whiteout, split_last};
 use super::staging::Staging;
 use super::{ApplyOptions, ApplyReport};
 use crate::born::{creation_mode, Born, Parents};
 use crate::error::{lossy, ArchiveError, Result};
 use crate::fsops::{remove_at, timestamps, Target};
 use crate::reader::{Entry, Kind, Sparse, TarEvents, TarReader, Time};
+use aufs_model::whiteout::is_overlay_xattr;
 
 fn is_errno(e: &io::Error, n: rustix::io::Errno) -> bool {
     e.raw_os_error() == Some(n.raw_os_error())

@@ -36,7 +36,3 @@ pub(super) fn split_last(p: &[u8]) -> (&[u8], &[u8]) {
         None => (&[], p),
     }
 }
-
-pub(super) fn is_overlay_xattr(k: &[u8]) -> bool {
-    k.starts_with(b"trusted.overlay.") || k.starts_with(b"user.overlay.")
-}

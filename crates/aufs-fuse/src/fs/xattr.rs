@@ -14,7 +14,7 @@
 //! metacopy, opaque), and no layer may steer it. Overlayfs refuses them on
 //! its own mounts the same way (`EPERM`).
 
-use super::convert::{io_errno, rustix_errno};
+use super::convert::io_errno;
 use super::UnionFs;
 use fuser::{Errno, INodeNo};
 use std::ffi::OsStr;
@@ -88,35 +88,14 @@ impl UnionFs {
 
 /// Whether `name` is one of overlayfs's own xattrs.
 fn is_overlay_xattr(name: &OsStr) -> bool {
-    let n = name.as_bytes();
-    n.starts_with(b"trusted.overlay.") || n.starts_with(b"user.overlay.")
+    aufs_model::whiteout::is_overlay_xattr(name.as_bytes())
 }
 
 /// [`UnionFs::get_xattr`] through an open descriptor.
 fn fget_xattr(file: &File, name: &OsStr) -> Result<Vec<u8>, Errno> {
-    read_xattr(
+    aufs_union::read_sized(
         || rustix::fs::fgetxattr_query(file, name),
         |buf| rustix::fs::fgetxattr(file, name, buf),
     )
-}
-
-/// Sizes an xattr, then reads it, again if it grew in between (`ERANGE`),
-/// a few times at most.
-fn read_xattr(
-    query: impl Fn() -> rustix::io::Result<usize>,
-    read: impl Fn(&mut [u8]) -> rustix::io::Result<usize>,
-) -> Result<Vec<u8>, Errno> {
-    for _ in 0..8 {
-        let len = query().map_err(rustix_errno)?;
-        let mut buf = vec![0u8; len];
-        match read(&mut buf[..]) {
-            Ok(n) => {
-                buf.truncate(n);
-                return Ok(buf);
-            }
-            Err(rustix::io::Errno::RANGE) => continue,
-            Err(e) => return Err(rustix_errno(e)),
-        }
-    }
-    Err(Errno::ERANGE)
+    .map_err(io_errno)
 }
