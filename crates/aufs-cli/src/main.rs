@@ -25,17 +25,7 @@ impl<E: std::error::Error> From<E> for Failure {
 
 /// The error and its causes on one line.
 fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(c) = src {
-        let cs = c.to_string();
-        if !s.contains(&cs) {
-            s.push_str(": ");
-            s.push_str(&cs);
-        }
-        src = c.source();
-    }
-    s.replace('\n', " ")
+    aufs_driver::with_causes(e).replace('\n', " ")
 }
 
 /// The cause of a usage error on one line: clap's first paragraph (the

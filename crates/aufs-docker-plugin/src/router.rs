@@ -71,25 +71,10 @@ pub fn error_reply(e: &PluginError) -> Response<ReplyBody> {
     json(
         status,
         &DriverResponse {
-            err: with_causes(e),
+            err: aufs_driver::with_causes(e),
             ..DriverResponse::default()
         },
     )
-}
-
-/// `e` and each of its causes not already part of the text, `: `-joined.
-fn with_causes(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        let text = c.to_string();
-        if !s.contains(&text) {
-            s.push_str(": ");
-            s.push_str(&text);
-        }
-        cause = c.source();
-    }
-    s
 }
 
 async fn call<B>(plugin: &Plugin, method: &str, body: B) -> Result<Response<ReplyBody>, PluginError>

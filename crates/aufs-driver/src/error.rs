@@ -133,17 +133,7 @@ impl DriverError {
     /// out when the text so far already holds it (for logs and one-line
     /// reports).
     pub fn full_message(&self) -> String {
-        let mut s = self.to_string();
-        let mut src = std::error::Error::source(self);
-        while let Some(cause) = src {
-            let text = cause.to_string();
-            if !s.contains(&text) {
-                s.push_str(": ");
-                s.push_str(&text);
-            }
-            src = cause.source();
-        }
-        s
+        with_causes(self)
     }
 
     /// The OS error number behind this error, if any.
@@ -167,6 +157,23 @@ fn join_ids(ids: &[LayerId]) -> String {
 
 /// Shorthand.
 pub type Result<T, E = DriverError> = std::result::Result<T, E>;
+
+/// Any error followed by its causes, `: `-separated, each cause left out
+/// when the text so far already holds it: the one line an error makes in a
+/// log, on a command line or in a reply.
+pub fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(cause) = src {
+        let text = cause.to_string();
+        if !s.contains(&text) {
+            s.push_str(": ");
+            s.push_str(&text);
+        }
+        src = cause.source();
+    }
+    s
+}
 
 #[cfg(test)]
 mod tests {

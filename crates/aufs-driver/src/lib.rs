@@ -71,7 +71,7 @@ pub mod async_facade;
 pub use aufs_model::{Change, ChangeKind};
 pub use aufs_ports::{Applied, ApplyTarget, LayerArchive};
 pub use driver::{CreateOpts, Driver, DriverConfig, LayerInfo, Ports, Status};
-pub use error::DriverError;
+pub use error::{with_causes, DriverError};
 pub use layer_archive::ApplyOutcome;
 pub use layout::Layout;
 pub use refcount::RefStore;
